@@ -1,0 +1,195 @@
+"""`stackai-runs`: the command line. Thin: parse flags, run the sync or the simulator, exit.
+
+Exit codes: 0 every flow synced; 1 at least one flow failed (the others still loaded);
+2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
+import typer
+
+from pipelines import console
+from pipelines.settings import ConfigError, SyncSettings, load_settings
+from pipelines.stackai.client import FlowRef
+from pipelines.sync import pipelines_dir_for, run_sync
+
+EXIT_OK, EXIT_FLOW_FAILED, EXIT_USAGE = 0, 1, 2
+DEMO_DUCKDB_PATH = "stackai_demo.duckdb"
+DEMO_MARKER_TABLE = "stackai._stackai_runs_demo"
+
+log = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="stackai-runs",
+    help="Sync StackAI flow runs into DuckDB, incrementally; or run the API simulator.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail_usage(message: str) -> typer.Exit:
+    console.stderr.print(f"[red]error[/]: {message}", highlight=False)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _sync_and_report(settings: SyncSettings, quiet: bool) -> int:
+    with console.live_progress(enabled=not quiet) as on_progress:
+        report = run_sync(settings, on_progress=on_progress)
+    if not quiet or not report.ok:
+        console.print_sync_summary(report)
+    return EXIT_OK if report.ok else EXIT_FLOW_FAILED
+
+
+@app.command()
+def sync(
+    flow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--flow",
+            metavar="ORG_ID/FLOW_ID",
+            help="Sync only this flow (repeatable). Default: flows in [sources.stackai].",
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="API root. Default: base_url in config.")
+    ] = None,
+    duckdb_path: Annotated[
+        str | None,
+        typer.Option("--duckdb", metavar="PATH", help="DuckDB file. Default: stackai_runs.duckdb"),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="ISO8601",
+            help="Re-read runs from this date-time (UTC if no offset); cursors never move back.",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", metavar="ISO8601", help="End of a --since backfill window."),
+    ] = None,
+    page_size: Annotated[
+        int | None, typer.Option("--page-size", min=1, help="Runs per request.")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Warnings and failures only (for cron).")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Sync the configured flows' runs into DuckDB (stackai.flow_runs, merge on run_id)."""
+    console.setup_logging(quiet=quiet, verbose=verbose)
+    if until and not since:
+        raise _fail_usage("--until needs --since")
+    try:
+        settings = load_settings(
+            flows=flow,
+            base_url=base_url,
+            duckdb_path=duckdb_path,
+            page_size=page_size,
+            since=since,
+            until=until,
+        )
+    except ConfigError as exc:
+        raise _fail_usage(str(exc)) from None
+    raise typer.Exit(_sync_and_report(settings, quiet))
+
+
+@app.command()
+def simulate(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8765,
+    seed: Annotated[int, typer.Option(help="Seed of the generated run history.")] = 0,
+) -> None:
+    """Serve the StackAI analytics API simulator in the foreground (Ctrl-C stops it)."""
+    from pipelines.simulator import World
+    from pipelines.simulator.server import serve_forever
+
+    console.setup_logging()
+    world = World(seed=seed)
+    serve_forever(world, host=host, port=port, announce=_announce_simulator)
+
+
+def _announce_simulator(url: str, world: object) -> None:
+    console.stdout.print(f"StackAI simulator listening on {url}", highlight=False)
+    console.stdout.print(f"API key: {world.api_key}", highlight=False)  # type: ignore[attr-defined]
+    for info in world.flows():  # type: ignore[attr-defined]
+        console.stdout.print(f"flow: {info.org_id}/{info.flow_id}  ({info.name})", highlight=False)
+    console.stdout.print(
+        f"Try: STACKAI_API_KEY=... stackai-runs sync --base-url {url} --flow ORG_ID/FLOW_ID",
+        highlight=False,
+    )
+
+
+def _prepare_demo_file(path: Path) -> None:
+    """Start the demo from an empty file, but never replace a file the demo did not write."""
+    if not path.exists():
+        return
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            marker = con.sql(
+                "select count(*) from information_schema.tables"
+                " where table_schema = 'stackai' and table_name = '_stackai_runs_demo'"
+            ).fetchone()[0]
+    except duckdb.Error as exc:
+        raise _fail_usage(f"{path} exists and is not a readable DuckDB file: {exc}") from None
+    if not marker:
+        raise _fail_usage(
+            f"{path} exists and was not written by the demo; pass another --duckdb PATH"
+        )
+    path.unlink()
+    Path(f"{path}.wal").unlink(missing_ok=True)
+    shutil.rmtree(pipelines_dir_for(path), ignore_errors=True)
+
+
+@app.command()
+def demo(
+    duckdb_path: Annotated[
+        str, typer.Option("--duckdb", metavar="PATH", help="DuckDB file the demo (re)writes.")
+    ] = DEMO_DUCKDB_PATH,
+    seed: Annotated[int, typer.Option(help="Seed of the simulator's run history.")] = 0,
+) -> None:
+    """Start the simulator on a free loopback port, sync all its flows, summarise the result."""
+    from pipelines.simulator import SimulatorServer, World
+
+    console.setup_logging()
+    path = Path(duckdb_path).expanduser().resolve()
+    _prepare_demo_file(path)
+    with SimulatorServer(World(seed=seed)) as server:
+        world = server.world
+        console.stdout.print(
+            f"Simulator on {server.url} serving {len(world.flows())} flows", highlight=False
+        )
+        settings = SyncSettings(
+            base_url=server.url,
+            api_key=world.api_key,
+            flows=tuple(FlowRef(f.org_id, f.flow_id) for f in world.flows()),
+            duckdb_path=path,
+        )
+        code = _sync_and_report(settings, quiet=False)
+    if code == EXIT_OK:
+        with duckdb.connect(str(path)) as con:
+            con.execute(f"create table if not exists {DEMO_MARKER_TABLE} (written_by text)")
+        console.print_demo_summary(path)
+        console.stdout.print(
+            f'\nQuery it: duckdb {path} "select state, count(*) from stackai.flow_runs'
+            ' group by state"',
+            highlight=False,
+        )
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point (`stackai-runs`)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""What the CLI shows a person: logging setup, live progress, and the end-of-sync summary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipelines.stackai.report import FlowReport, ProgressCallback, SyncReport
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """Log to stderr: rich on a terminal, plain timestamped lines elsewhere (cron mail, logs)."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    if stderr.is_terminal:
+        handler: logging.Handler = RichHandler(console=stderr, show_path=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("pipelines")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+@contextmanager
+def live_progress(enabled: bool) -> Iterator[ProgressCallback | None]:
+    """A per-flow progress display (pages, runs) on a terminal; nothing elsewhere."""
+    if not enabled or not stderr.is_terminal:
+        yield None
+        return
+    lock = threading.Lock()
+    tasks: dict[str, TaskID] = {}
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    ) as progress:
+
+        def update(report: FlowReport) -> None:
+            detail = f"{report.status}: {report.pages} pages, {report.runs} runs"
+            with lock:
+                if report.flow not in tasks:
+                    tasks[report.flow] = progress.add_task(report.flow, total=None, detail="")
+                progress.update(tasks[report.flow], detail=detail)
+
+        yield update
+
+
+def _short(value: str | None) -> str:
+    return value[:19].replace("T", " ") if value else "-"
+
+
+def print_sync_summary(report: SyncReport) -> None:
+    """One screen: each flow with status, pages, runs, rejected, new cursor, seconds, error."""
+    table = Table(title="stackai-runs sync", title_justify="left")
+    for column in ("flow", "status", "pages", "runs", "rejected", "cursor (UTC)", "seconds"):
+        table.add_column(column, justify="right" if column in ("pages", "runs") else "left")
+    for flow in report.flows.values():
+        status = "[green]ok[/]" if flow.ok else f"[red]{flow.status}[/]"
+        table.add_row(
+            flow.flow,
+            status,
+            str(flow.pages),
+            str(flow.runs),
+            str(flow.rejected),
+            _short(flow.cursor_after),
+            f"{flow.seconds:.1f}",
+        )
+    stdout.print(table)
+    for flow in report.failed:
+        stdout.print(f"[red]failed[/] {flow.flow}: {flow.error}", highlight=False)
+    if report.error:
+        stdout.print(f"[red]error[/]: {report.error}", highlight=False)
+    runs = sum(f.runs for f in report.flows.values())
+    ok = sum(1 for f in report.flows.values() if f.ok)
+    stdout.print(
+        f"{runs} runs read from {ok}/{len(report.flows)} flows in {report.seconds:.1f} s",
+        highlight=False,
+    )
+
+
+DEMO_SUMMARY_SQL = """
+with calls as (
+    select run_id, count(*) as llm_calls
+    from stackai.flow_runs__llm_usage
+    group by run_id
+)
+select
+    r.org_id || '/' || r.flow_id as flow,
+    count(*) as runs,
+    count(*) filter (where r.state = 'COMPLETED') as completed,
+    count(*) filter (where r.state = 'FAILED') as failed,
+    count(*) filter (where r.state = 'CANCELLED') as cancelled,
+    count(*) filter (where r.state in ('PENDING', 'PAUSED', 'RESUMED')) as open,
+    coalesce(sum(r.total_tokens), 0) as tokens,
+    coalesce(sum(c.llm_calls), 0) as llm_calls
+from stackai.flow_runs as r
+left join calls as c using (run_id)
+group by r.org_id, r.flow_id
+order by flow
+"""
+
+TOP_ERRORS_SQL = """
+select error, count(*) as runs
+from stackai.flow_runs
+where state = 'FAILED' and error is not null
+group by error
+order by runs desc, error
+limit 5
+"""
+
+
+def print_demo_summary(duckdb_path: Path) -> None:
+    """Runs per flow and state, tokens and the most frequent failures, read from the file."""
+    with duckdb.connect(str(duckdb_path), read_only=True) as con:
+        rows = con.sql(DEMO_SUMMARY_SQL).fetchall()
+        columns = [d[0] for d in con.sql(DEMO_SUMMARY_SQL).description]
+        errors = con.sql(TOP_ERRORS_SQL).fetchall()
+    table = Table(title=f"stackai.flow_runs in {duckdb_path}", title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "flow" else "right")
+    for row in rows:
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
+    stdout.print(table)
+    if errors:
+        failures = Table(title="most frequent failures", title_justify="left")
+        failures.add_column("error")
+        failures.add_column("runs", justify="right")
+        for error, count in errors:
+            failures.add_row(error, str(count))
+        stdout.print(failures)

@@ -1,0 +1,219 @@
+"""The sync's configuration: dlt's providers first, command-line flags over them, checked once.
+
+Where values come from, highest first: command-line flags; environment variables
+(`SOURCES__STACKAI__<KEY>`, and `STACKAI_API_KEY` for the key); `.dlt/secrets.toml`;
+`.dlt/config.toml` (committed, every key documented there). Keys live in `[sources.stackai]`;
+the DuckDB file is dlt's own `[destination.duckdb] credentials`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pendulum
+from dlt.common.configuration import configspec, resolve_configuration
+from dlt.common.configuration.exceptions import ConfigurationException
+from dlt.common.configuration.specs import BaseConfiguration
+from dlt.common.typing import TSecretStrValue
+
+from pipelines.stackai import endpoint
+from pipelines.stackai.client import FlowRef
+from pipelines.stackai.normalise import parse_api_datetime
+
+DEFAULT_DUCKDB_PATH = "stackai_runs.duckdb"
+API_KEY_ENV = "STACKAI_API_KEY"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work. The message is one line naming the key or flag."""
+
+
+@configspec
+class StackAIConfiguration(BaseConfiguration):
+    """`[sources.stackai]` in `.dlt/config.toml` and `.dlt/secrets.toml`."""
+
+    base_url: str = endpoint.DEFAULT_BASE_URL
+    api_key: TSecretStrValue | None = None
+    flows: list[Any] | None = None
+    page_size: int = endpoint.DEFAULT_PAGE_SIZE
+    initial_start_date: str | None = None
+    lookback: str = "PT1H"
+    max_concurrent_flows: int = 4
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Everything one sync needs, validated.
+
+    Attributes:
+        base_url: API root without trailing slash.
+        api_key: Bearer key (a secret: never print this object's repr in logs; repr hides it).
+        flows: Distinct flows to sync, in configuration order.
+        duckdb_path: The DuckDB file; dlt's working directory sits beside it.
+        page_size: Runs per request.
+        initial_start: First sync of a flow starts here (aware UTC); None = whole history.
+        lookback: Re-read window before each flow's cursor.
+        max_concurrent_flows: Flows fetched at once.
+        since / until: Backfill window for this run only (aware UTC) or None.
+    """
+
+    base_url: str
+    api_key: str = field(repr=False)
+    flows: tuple[FlowRef, ...]
+    duckdb_path: Path
+    page_size: int = endpoint.DEFAULT_PAGE_SIZE
+    initial_start: datetime | None = None
+    lookback: timedelta = timedelta(hours=1)
+    max_concurrent_flows: int = 4
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def with_overrides(self, **changes: Any) -> SyncSettings:
+        return replace(self, **changes)
+
+
+def parse_instant(value: str, what: str) -> datetime:
+    """Parse an ISO-8601 date or date-time given by a user (naive = UTC).
+
+    Raises:
+        ConfigError: naming `what` (a flag or key) and the bad value.
+    """
+    try:
+        return parse_api_datetime(value)
+    except ValueError:
+        raise ConfigError(
+            f"{what}: expected an ISO-8601 date or date-time, got {value!r}"
+        ) from None
+
+
+def parse_duration(value: Any, what: str) -> timedelta:
+    """Parse a duration: ISO-8601 (`PT1H`, `P7D`) or a number of seconds.
+
+    Raises:
+        ConfigError: naming `what` and the bad value.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        try:
+            parsed = pendulum.parse(str(value).strip())
+        except Exception:
+            parsed = None
+        if not isinstance(parsed, pendulum.Duration):
+            raise ConfigError(
+                f"{what}: expected an ISO-8601 duration like PT1H or seconds, got {value!r}"
+            )
+        seconds = parsed.total_seconds()
+    if seconds < 0:
+        raise ConfigError(f"{what}: must not be negative, got {value!r}")
+    return timedelta(seconds=seconds)
+
+
+def parse_flows(values: Any, what: str) -> tuple[FlowRef, ...]:
+    """Parse flows given as `"ORG_ID/FLOW_ID"` strings or `{org_id, flow_id}` tables.
+
+    Returns:
+        Distinct flows, first occurrence order.
+
+    Raises:
+        ConfigError: naming `what` and the bad entry.
+    """
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    flows: list[FlowRef] = []
+    for value in values:
+        try:
+            if isinstance(value, dict):
+                flow = FlowRef(str(value["org_id"]).strip(), str(value["flow_id"]).strip())
+                if not flow.org_id or not flow.flow_id:
+                    raise ValueError("empty org_id or flow_id")
+            else:
+                flow = FlowRef.parse(str(value))
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"{what}: bad flow {value!r}: {exc}") from None
+        if flow not in flows:
+            flows.append(flow)
+    return tuple(flows)
+
+
+def load_settings(
+    *,
+    flows: list[str] | None = None,
+    base_url: str | None = None,
+    duckdb_path: str | None = None,
+    page_size: int | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    api_key: str | None = None,
+) -> SyncSettings:
+    """Resolve the configuration and apply command-line overrides (None = not given).
+
+    Returns:
+        Validated `SyncSettings`.
+
+    Raises:
+        ConfigError: a missing API key, no flow, or any invalid value, as one line naming the
+            key or flag. The message never contains the API key.
+    """
+    try:
+        config = resolve_configuration(StackAIConfiguration(), sections=("sources", "stackai"))
+    except ConfigurationException as exc:
+        raise ConfigError(f"configuration: {str(exc).splitlines()[0]}") from None
+
+    key = api_key or config.api_key or os.environ.get(API_KEY_ENV)
+    if not key:
+        raise ConfigError(
+            "no API key: set SOURCES__STACKAI__API_KEY or STACKAI_API_KEY, or api_key in"
+            " [sources.stackai] of .dlt/secrets.toml"
+        )
+    selected = (
+        parse_flows(flows, "--flow")
+        if flows
+        else parse_flows(config.flows, "sources.stackai.flows")
+    )
+    if not selected:
+        raise ConfigError(
+            'no flow to sync: list them as flows = ["ORG_ID/FLOW_ID", ...] in [sources.stackai]'
+            " of .dlt/config.toml, or pass --flow ORG_ID/FLOW_ID"
+        )
+    size = page_size if page_size is not None else config.page_size
+    if size < 1:
+        raise ConfigError(f"page_size must be at least 1, got {size}")
+    if config.max_concurrent_flows < 1:
+        raise ConfigError(
+            f"sources.stackai.max_concurrent_flows must be at least 1, got"
+            f" {config.max_concurrent_flows}"
+        )
+    url = (base_url or config.base_url or "").strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"base_url must start with https:// (got {url!r})")
+    path = (
+        duckdb_path
+        or dlt.config.get("destination.duckdb.credentials", str)
+        or (DEFAULT_DUCKDB_PATH)
+    )
+    initial = config.initial_start_date
+    settings = SyncSettings(
+        base_url=url,
+        api_key=key,
+        flows=selected,
+        duckdb_path=Path(path),
+        page_size=size,
+        initial_start=(
+            parse_instant(initial, "sources.stackai.initial_start_date") if initial else None
+        ),
+        lookback=parse_duration(config.lookback, "sources.stackai.lookback"),
+        max_concurrent_flows=config.max_concurrent_flows,
+        since=parse_instant(since, "--since") if since else None,
+        until=parse_instant(until, "--until") if until else None,
+    )
+    if settings.since and settings.until and settings.since > settings.until:
+        raise ConfigError(f"--since ({since}) is after --until ({until})")
+    return settings

@@ -1,0 +1,232 @@
+"""HTTP access to the "List Flow Runs" endpoint: one retrying keep-alive session, pages of runs.
+
+Built from dlt's pieces: `dlt.sources.helpers.requests.Client` (retries with exponential backoff
+on 429/5xx/connection errors, honouring `Retry-After`, configured from dlt's `[runtime]`
+`request_*` keys), `RESTClient.paginate` and `PageNumberPaginator`. What is ours: the end-of-data
+rule (a short page), a strict check that a page is a JSON array, and errors that name the flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from dlt.common.configuration import resolve_configuration
+from dlt.common.configuration.specs import RuntimeConfiguration
+from dlt.sources.helpers.requests import Client
+from dlt.sources.helpers.rest_client import RESTClient
+from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
+from dlt.sources.helpers.rest_client.paginators import PageNumberPaginator
+from dlt.sources.helpers.rest_client.redaction import sanitize_url
+
+from pipelines.stackai import endpoint
+from pipelines.stackai.normalise import format_api_datetime
+
+
+class StackAIError(Exception):
+    """A flow could not be read. The message names the flow and never holds the API key."""
+
+
+class ApiKeyRejected(StackAIError):
+    """HTTP 401/403: the key is missing, wrong, expired, or not allowed for this org."""
+
+
+class FlowNotFound(StackAIError):
+    """HTTP 404: the org or flow does not exist (or the key cannot see it)."""
+
+
+class BadPage(StackAIError):
+    """A 2xx response whose body is not the JSON array the contract promises."""
+
+
+class ApiResponseError(StackAIError):
+    """Any other HTTP error status, after retries (422 carries the server's `detail`)."""
+
+
+@dataclass(frozen=True, order=True)
+class FlowRef:
+    """One configured flow: the (org_id, flow_id) pair of the endpoint's path."""
+
+    org_id: str
+    flow_id: str
+
+    def __str__(self) -> str:
+        return f"{self.org_id}/{self.flow_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> FlowRef:
+        """Parse `ORG_ID/FLOW_ID`.
+
+        Raises:
+            ValueError: not exactly two non-empty ids separated by one `/`.
+        """
+        parts = text.strip().split("/")
+        if len(parts) != 2 or not all(p.strip() for p in parts):
+            raise ValueError(f"a flow is written ORG_ID/FLOW_ID, got {text!r}")
+        return cls(parts[0].strip(), parts[1].strip())
+
+    @property
+    def path(self) -> str:
+        """The endpoint path for this flow, each id percent-encoded as one path segment."""
+        return endpoint.RUNS_PATH.format(
+            org_id=quote(self.org_id, safe=""), flow_id=quote(self.flow_id, safe="")
+        )
+
+
+def make_session(max_connections: int) -> requests.Session:
+    """A retrying keep-alive session shared by every flow of a sync.
+
+    Args:
+        max_connections: Size of the connection pool (at least the number of flows fetched at
+            once, so no connection is dropped and reopened between pages).
+
+    Returns:
+        A `requests.Session` whose `send` retries per dlt's `[runtime]` settings:
+        `request_timeout` (seconds), `request_max_attempts`, `request_backoff_factor`,
+        `request_max_retry_delay` (seconds, also the cap on `Retry-After`).
+    """
+    client = Client(raise_for_status=False, max_connections=max_connections)
+    client.update_from_config(resolve_configuration(RuntimeConfiguration()))
+    return client.session
+
+
+class ShortPagePaginator(PageNumberPaginator):
+    """0-based `page` numbers; stops after an empty page or one shorter than `page_size`.
+
+    The endpoint returns a bare array with no total (`responses.200` of the contract), so a short
+    page is the only sign of the end that costs no extra request.
+    """
+
+    def __init__(self, page_size: int) -> None:
+        super().__init__(
+            base_page=endpoint.FIRST_PAGE,
+            page_param=endpoint.PAGE_PARAM,
+            total_path=None,
+            stop_after_empty_page=True,
+        )
+        self.page_size = page_size
+
+    def update_state(self, response: requests.Response, data: list[Any] | None = None) -> None:
+        super().update_state(response, data)
+        if data is not None and len(data) < self.page_size:
+            self._has_next_page = False
+
+
+def _detail(response: requests.Response) -> str:
+    """The server's explanation, short: FastAPI's `detail` (string or 422 list) or the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200].strip() or response.reason
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", []))
+                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+        return "; ".join(parts) or str(detail)[:200]
+    if detail is not None:
+        return str(detail)[:200]
+    return str(body)[:200]
+
+
+class _RunsRESTClient(RESTClient):
+    def extract_response(self, response: requests.Response, data_selector: Any) -> list[Any]:
+        content_type = response.headers.get("Content-Type", "")
+        where = f"{sanitize_url(response.url)} (HTTP {response.status_code}, {content_type!r})"
+        try:
+            body = response.json()
+        except ValueError:
+            raise BadPage(f"response is not JSON: {where}") from None
+        if not isinstance(body, list):
+            raise BadPage(f"response is a JSON {type(body).__name__}, not an array: {where}")
+        return body
+
+
+class RunsClient:
+    """Reads the runs of flows, page by page, over one shared session.
+
+    Args:
+        base_url: API root, e.g. `https://api.stack-ai.com` (no trailing path).
+        api_key: Bearer token; sent only in the `Authorization` header, never logged.
+        session: From `make_session`; shared so connections are kept alive across flows.
+        page_size: `page_size` query parameter (>= 1, contract `minimum: 1`).
+    """
+
+    def __init__(
+        self, base_url: str, api_key: str, session: requests.Session, page_size: int
+    ) -> None:
+        if page_size < 1:
+            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        self.page_size = page_size
+        self._rest = _RunsRESTClient(
+            base_url=base_url.rstrip("/"),
+            auth=BearerTokenAuth(token=api_key),
+            session=session,
+            data_selector="$",
+        )
+
+    def iter_pages(
+        self, flow: FlowRef, start: datetime | None, end: datetime | None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield each page (the decoded JSON array) of a flow's runs dated in [start, end].
+
+        Args:
+            flow: The org/flow to read.
+            start: `start_date` (aware; sent as UTC with offset), or None for the whole history.
+            end: `end_date`, the pinned end of the window, or None for open-ended.
+
+        Yields:
+            Lists of raw run objects, as received; possibly empty (the last page).
+
+        Raises:
+            ApiKeyRejected: 401/403. FlowNotFound: 404. ApiResponseError: other 4xx/5xx after
+            dlt's retries. BadPage: a 2xx body that is not a JSON array.
+            requests.RequestException: connection errors and timeouts after retries.
+        """
+        params: dict[str, Any] = {endpoint.PAGE_SIZE_PARAM: self.page_size}
+        if start is not None:
+            params[endpoint.START_DATE_PARAM] = format_api_datetime(start)
+        if end is not None:
+            params[endpoint.END_DATE_PARAM] = format_api_datetime(end)
+
+        def raise_for_status(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+            status = response.status_code
+            if status < 400:
+                return
+            where = sanitize_url(response.url)
+            detail = _detail(response)
+            if status in (401, 403):
+                raise ApiKeyRejected(
+                    f"API key rejected (HTTP {status}) for org {flow.org_id} flow {flow.flow_id}:"
+                    f" {detail}"
+                )
+            if status == 404:
+                raise FlowNotFound(f"flow not found: {flow} (HTTP 404 from {where}): {detail}")
+            error = ApiResponseError(f"HTTP {status} from {where} for flow {flow}: {detail}")
+            # dlt's retry reads the status from an HTTPError's response: keep that link so 429
+            # and 5xx are retried, then re-raised as this error when attempts run out.
+            raise _RetryableHTTPError(error, response=response)
+
+        pages = self._rest.paginate(
+            flow.path,
+            params=params,
+            paginator=ShortPagePaginator(self.page_size),
+            hooks={"response": [raise_for_status]},
+        )
+        try:
+            for page in pages:
+                yield list(page)
+        except _RetryableHTTPError as exc:
+            raise exc.error from None
+
+
+class _RetryableHTTPError(requests.HTTPError):
+    def __init__(self, error: ApiResponseError, response: requests.Response) -> None:
+        super().__init__(str(error), response=response)
+        self.error = error

@@ -1,0 +1,141 @@
+"""What the StackAI "List Flow Runs" endpoint is and how it behaves: the one place that says so.
+
+Every fact here comes from the vendor contract, `shared/stackai/analytics-openapi.yml`
+(path `/analytics/org/{org_id}/flows/{flow_id}`, operationId `getAnalyticsDataApi`, schema
+`components.schemas.ProjectRunSummary`), or from `shared/stackai/API-NOTES.md` where the contract
+is silent. The rest of the package reads its behaviour from these values.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from dlt.common.schema.typing import TTableSchemaColumns
+
+DEFAULT_BASE_URL: Final = "https://api.stack-ai.com"
+"""The contract's `servers[0]` (analytics lives on the primary host, not the inference host)."""
+
+RUNS_PATH: Final = "analytics/org/{org_id}/flows/{flow_id}"
+"""`paths./analytics/org/{org_id}/flows/{flow_id}.get`; both ids are path parameters."""
+
+PAGE_PARAM: Final = "page"
+FIRST_PAGE: Final = 0
+"""`page` is 0-based (`minimum: 0, default: 0`)."""
+
+PAGE_SIZE_PARAM: Final = "page_size"
+CONTRACT_DEFAULT_PAGE_SIZE: Final = 25
+DEFAULT_PAGE_SIZE: Final = 100
+"""`page_size` has `minimum: 1` and no documented maximum; 100 keeps round trips few without
+betting on an undocumented server limit. A page shorter than this ends a flow: the body is a bare
+array with no total and no next link, so length is the only end-of-data signal (API-NOTES)."""
+
+START_DATE_PARAM: Final = "start_date"
+END_DATE_PARAM: Final = "end_date"
+"""Both `date-time` or null. Whether the bounds are inclusive is undocumented, so the sync never
+depends on it: windows overlap and the merge on `run_id` absorbs the re-read runs."""
+
+WORKFLOW_STATES: Final = ("PENDING", "PAUSED", "RESUMED", "COMPLETED", "FAILED", "CANCELLED")
+"""`components.schemas.WorkflowState`."""
+
+OPEN_STATES: Final = frozenset({"PENDING", "PAUSED", "RESUMED"})
+"""States a run can still leave: its tokens, outputs and feedback may change later."""
+
+RUN_TYPES: Final = (
+    "workflow_builder",
+    "form",
+    "batch",
+    "chat_assistant",
+    "agent_assistant",
+    "trigger",
+    "scheduled",
+    "sub_workflow",
+    "api",
+)
+"""`components.schemas.RunType`."""
+
+RAN_BY_TYPES: Final = ("user", "personal_api_key", "org_api_key", "system")
+"""`components.schemas.RanByType`."""
+
+LLM_PROVIDERS: Final = (
+    "Anthropic",
+    "Azure",
+    "Bedrock",
+    "Cerebras",
+    "Google",
+    "Google_service_account",
+    "Groq",
+    "Local",
+    "Meta",
+    "Mistral",
+    "OpenAI",
+    "Perplexity",
+    "Replicate",
+    "TogetherAI",
+    "XAI",
+)
+"""`components.schemas.LLMProviderEnum`."""
+
+CONNECTION_ORIGINS: Final = ("stack_ai", "external_db", "external_ephemeral")
+"""`components.schemas.LLMConnectionOrigin`."""
+
+RUNS_TABLE: Final = "flow_runs"
+LLM_USAGE_TABLE: Final = "flow_runs__llm_usage"
+"""dlt names a nested list's table `<parent>__<field>`; stated here because users' SQL uses it."""
+
+PRIMARY_KEY: Final = "run_id"
+
+
+def _text(description: str, nullable: bool = True) -> dict:
+    return {"data_type": "text", "nullable": nullable, "description": description}
+
+
+# Every contract field gets an explicit type so that a column that is null (or whole-valued) on
+# the first page is still created with the right type: dlt otherwise infers from the first value
+# and later adds variant columns such as `latency__v_double`.
+RUN_COLUMNS: Final[TTableSchemaColumns] = {
+    "run_id": _text("ProjectRunSummary.run_id (uuid), lowercase", nullable=False),
+    "org_id": _text("The org the run was read from (path parameter)", nullable=False),
+    "flow_id": _text("The flow the run was read from (path parameter)", nullable=False),
+    "date": {
+        "data_type": "timestamp",
+        "timezone": True,
+        "precision": 6,
+        "nullable": False,
+        "description": "Run start, UTC. Never changes for a run; the incremental cursor.",
+    },
+    "conversation_id": _text("ProjectRunSummary.conversation_id"),
+    "is_flow_successful": {"data_type": "bool", "nullable": True},
+    "state": _text("WorkflowState; unknown values kept as text"),
+    "error": _text("Error message, as received"),
+    "latency": {
+        "data_type": "double",
+        "nullable": True,
+        "description": "Run latency as sent by the API; seconds (API-NOTES: unit undocumented)",
+    },
+    "total_tokens": {"data_type": "bigint", "nullable": True},
+    "user_id": _text("ProjectRunSummary.user_id"),
+    "inputs": _text("As received: JSON-encoded or plain text"),
+    "outputs": _text("As received: JSON-encoded or plain text"),
+    "llms": _text("As received: JSON-encoded or plain text"),
+    "feedback": _text("As received: JSON-encoded or plain text"),
+    "run_type": _text("RunType; unknown values kept as text"),
+    "ran_by_type": _text("RanByType; unknown values kept as text"),
+    "ran_by_id": _text("uuid of the user or API key that started the run, lowercase"),
+    "ran_by_display_name": _text("Email of the user or name of the API key"),
+    "parent_run_id": _text("Sub-workflow runs: run_id of the parent run, lowercase"),
+    "parent_project_id": _text("Sub-workflow runs: flow (project) id of the parent run"),
+    "parent_project_name": _text("Sub-workflow runs: name of the parent flow (project)"),
+}
+
+LLM_USAGE_COLUMNS: Final[TTableSchemaColumns] = {
+    "run_id": _text("The run this LLM call belongs to", nullable=False),
+    "provider": _text("LLMProviderEnum; unknown values kept as text"),
+    "model_id": _text("LLMUsageData.model_id"),
+    "tokens": {"data_type": "bigint", "nullable": True},
+    "input_tokens": {"data_type": "bigint", "nullable": True},
+    "output_tokens": {"data_type": "bigint", "nullable": True},
+    "connection_id": _text("uuid or null"),
+    "connection_origin": _text("LLMConnectionOrigin; unknown values kept as text"),
+    "is_local_model": {"data_type": "bool", "nullable": True},
+    "should_charge": {"data_type": "bool", "nullable": True},
+}

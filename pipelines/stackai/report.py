@@ -1,0 +1,91 @@
+"""What a sync did, flow by flow: filled in by the source while it pages, read by the CLI."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FlowReport:
+    """One flow's sync.
+
+    `cursor_before`/`cursor_after` are ISO-8601 UTC strings (or None): the newest run `date`
+    committed before this sync, and the one this sync commits when its data loads.
+    """
+
+    flow: str
+    status: str = "pending"  # pending -> running -> ok | failed
+    pages: int = 0
+    runs: int = 0
+    rejected: int = 0
+    window_start: str | None = None
+    window_end: str | None = None
+    cursor_before: str | None = None
+    cursor_after: str | None = None
+    error: str | None = None
+    started: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+ProgressCallback = Callable[[FlowReport], None]
+
+
+@dataclass
+class SyncReport:
+    """All flows of one sync, plus what went wrong outside any one flow (e.g. the load)."""
+
+    flows: dict[str, FlowReport] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+    on_progress: ProgressCallback | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def flow(self, name: str) -> FlowReport:
+        with self._lock:
+            return self.flows.setdefault(name, FlowReport(flow=name))
+
+    def start(self, report: FlowReport) -> None:
+        report.status = "running"
+        report.started = time.monotonic()
+        self.progress(report)
+
+    def page(self, report: FlowReport, runs: int, rejected: int) -> None:
+        report.pages += 1
+        report.runs += runs
+        report.rejected += rejected
+        self.progress(report)
+
+    def finish(self, report: FlowReport, error: str | None = None) -> None:
+        report.status = "failed" if error else "ok"
+        report.error = error
+        if report.started is not None:
+            report.seconds = time.monotonic() - report.started
+        self.progress(report)
+
+    def progress(self, report: FlowReport) -> None:
+        if self.on_progress is not None:
+            self.on_progress(report)
+
+    def fail_all(self, error: str) -> None:
+        """The load failed: no flow's runs or state were committed by this sync."""
+        self.error = error
+        for report in self.flows.values():
+            if report.ok:
+                report.status = "failed"
+                report.error = f"load failed: {error}"
+                report.cursor_after = report.cursor_before
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(r.ok for r in self.flows.values())
+
+    @property
+    def failed(self) -> list[FlowReport]:
+        return [r for r in self.flows.values() if not r.ok]
