@@ -13,6 +13,7 @@ from typing import Annotated
 
 import duckdb
 import typer
+from rich.markup import escape
 
 from pipelines import console
 from pipelines.settings import ConfigError, SyncSettings, load_settings
@@ -35,7 +36,7 @@ app = typer.Typer(
 
 
 def _fail_usage(message: str) -> typer.Exit:
-    console.stderr.print(f"[red]error[/]: {message}", highlight=False)
+    console.stderr.print(f"[red]error[/]: {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USAGE)
 
 

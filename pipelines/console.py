@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -75,7 +76,7 @@ def print_sync_summary(report: SyncReport) -> None:
     for flow in report.flows.values():
         status = "[green]ok[/]" if flow.ok else f"[red]{flow.status}[/]"
         table.add_row(
-            flow.flow,
+            escape(flow.flow),
             status,
             str(flow.pages),
             str(flow.runs),
@@ -85,9 +86,13 @@ def print_sync_summary(report: SyncReport) -> None:
         )
     stdout.print(table)
     for flow in report.failed:
-        stdout.print(f"[red]failed[/] {flow.flow}: {flow.error}", highlight=False)
+        stdout.print(
+            f"[red]failed[/] {escape(flow.flow)}: {escape(flow.error or '')}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if report.error:
-        stdout.print(f"[red]error[/]: {report.error}", highlight=False)
+        stdout.print(f"[red]error[/]: {escape(report.error)}", highlight=False, soft_wrap=True)
     runs = sum(f.runs for f in report.flows.values())
     ok = sum(1 for f in report.flows.values() if f.ok)
     stdout.print(

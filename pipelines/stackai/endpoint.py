@@ -89,53 +89,62 @@ def _text(description: str, nullable: bool = True) -> dict:
     return {"data_type": "text", "nullable": nullable, "description": description}
 
 
+def named_columns(columns: dict[str, dict]) -> TTableSchemaColumns:
+    # dlt fills in `name` for a resource's own columns but not for nested or per-item hints.
+    return {name: {"name": name, **column} for name, column in columns.items()}
+
+
 # Every contract field gets an explicit type so that a column that is null (or whole-valued) on
 # the first page is still created with the right type: dlt otherwise infers from the first value
 # and later adds variant columns such as `latency__v_double`.
-RUN_COLUMNS: Final[TTableSchemaColumns] = {
-    "run_id": _text("ProjectRunSummary.run_id (uuid), lowercase", nullable=False),
-    "org_id": _text("The org the run was read from (path parameter)", nullable=False),
-    "flow_id": _text("The flow the run was read from (path parameter)", nullable=False),
-    "date": {
-        "data_type": "timestamp",
-        "timezone": True,
-        "precision": 6,
-        "nullable": False,
-        "description": "Run start, UTC. Never changes for a run; the incremental cursor.",
-    },
-    "conversation_id": _text("ProjectRunSummary.conversation_id"),
-    "is_flow_successful": {"data_type": "bool", "nullable": True},
-    "state": _text("WorkflowState; unknown values kept as text"),
-    "error": _text("Error message, as received"),
-    "latency": {
-        "data_type": "double",
-        "nullable": True,
-        "description": "Run latency as sent by the API; seconds (API-NOTES: unit undocumented)",
-    },
-    "total_tokens": {"data_type": "bigint", "nullable": True},
-    "user_id": _text("ProjectRunSummary.user_id"),
-    "inputs": _text("As received: JSON-encoded or plain text"),
-    "outputs": _text("As received: JSON-encoded or plain text"),
-    "llms": _text("As received: JSON-encoded or plain text"),
-    "feedback": _text("As received: JSON-encoded or plain text"),
-    "run_type": _text("RunType; unknown values kept as text"),
-    "ran_by_type": _text("RanByType; unknown values kept as text"),
-    "ran_by_id": _text("uuid of the user or API key that started the run, lowercase"),
-    "ran_by_display_name": _text("Email of the user or name of the API key"),
-    "parent_run_id": _text("Sub-workflow runs: run_id of the parent run, lowercase"),
-    "parent_project_id": _text("Sub-workflow runs: flow (project) id of the parent run"),
-    "parent_project_name": _text("Sub-workflow runs: name of the parent flow (project)"),
-}
+RUN_COLUMNS: Final[TTableSchemaColumns] = named_columns(
+    {
+        "run_id": _text("ProjectRunSummary.run_id (uuid), lowercase", nullable=False),
+        "org_id": _text("The org the run was read from (path parameter)", nullable=False),
+        "flow_id": _text("The flow the run was read from (path parameter)", nullable=False),
+        "date": {
+            "data_type": "timestamp",
+            "timezone": True,
+            "precision": 6,
+            "nullable": False,
+            "description": "Run start, UTC. Never changes for a run; the incremental cursor.",
+        },
+        "conversation_id": _text("ProjectRunSummary.conversation_id"),
+        "is_flow_successful": {"data_type": "bool", "nullable": True},
+        "state": _text("WorkflowState; unknown values kept as text"),
+        "error": _text("Error message, as received"),
+        "latency": {
+            "data_type": "double",
+            "nullable": True,
+            "description": "Run latency as sent by the API; seconds (API-NOTES: unit undocumented)",
+        },
+        "total_tokens": {"data_type": "bigint", "nullable": True},
+        "user_id": _text("ProjectRunSummary.user_id"),
+        "inputs": _text("As received: JSON-encoded or plain text"),
+        "outputs": _text("As received: JSON-encoded or plain text"),
+        "llms": _text("As received: JSON-encoded or plain text"),
+        "feedback": _text("As received: JSON-encoded or plain text"),
+        "run_type": _text("RunType; unknown values kept as text"),
+        "ran_by_type": _text("RanByType; unknown values kept as text"),
+        "ran_by_id": _text("uuid of the user or API key that started the run, lowercase"),
+        "ran_by_display_name": _text("Email of the user or name of the API key"),
+        "parent_run_id": _text("Sub-workflow runs: run_id of the parent run, lowercase"),
+        "parent_project_id": _text("Sub-workflow runs: flow (project) id of the parent run"),
+        "parent_project_name": _text("Sub-workflow runs: name of the parent flow (project)"),
+    }
+)
 
-LLM_USAGE_COLUMNS: Final[TTableSchemaColumns] = {
-    "run_id": _text("The run this LLM call belongs to", nullable=False),
-    "provider": _text("LLMProviderEnum; unknown values kept as text"),
-    "model_id": _text("LLMUsageData.model_id"),
-    "tokens": {"data_type": "bigint", "nullable": True},
-    "input_tokens": {"data_type": "bigint", "nullable": True},
-    "output_tokens": {"data_type": "bigint", "nullable": True},
-    "connection_id": _text("uuid or null"),
-    "connection_origin": _text("LLMConnectionOrigin; unknown values kept as text"),
-    "is_local_model": {"data_type": "bool", "nullable": True},
-    "should_charge": {"data_type": "bool", "nullable": True},
-}
+LLM_USAGE_COLUMNS: Final[TTableSchemaColumns] = named_columns(
+    {
+        "run_id": _text("The run this LLM call belongs to", nullable=False),
+        "provider": _text("LLMProviderEnum; unknown values kept as text"),
+        "model_id": _text("LLMUsageData.model_id"),
+        "tokens": {"data_type": "bigint", "nullable": True},
+        "input_tokens": {"data_type": "bigint", "nullable": True},
+        "output_tokens": {"data_type": "bigint", "nullable": True},
+        "connection_id": _text("uuid or null"),
+        "connection_origin": _text("LLMConnectionOrigin; unknown values kept as text"),
+        "is_local_model": {"data_type": "bool", "nullable": True},
+        "should_charge": {"data_type": "bool", "nullable": True},
+    }
+)

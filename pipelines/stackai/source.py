@@ -28,13 +28,15 @@ log = logging.getLogger(__name__)
 SOURCE_NAME = "stackai"
 REJECTED_TABLE = "flow_runs_rejected"
 
-REJECTED_COLUMNS = {
-    "org_id": {"data_type": "text", "nullable": False},
-    "flow_id": {"data_type": "text", "nullable": False},
-    "raw": {"data_type": "text", "nullable": True, "description": "The record as JSON text"},
-    "reason": {"data_type": "text", "nullable": False},
-    "seen_at": {"data_type": "timestamp", "timezone": True, "nullable": False},
-}
+REJECTED_COLUMNS = endpoint.named_columns(
+    {
+        "org_id": {"data_type": "text", "nullable": False},
+        "flow_id": {"data_type": "text", "nullable": False},
+        "raw": {"data_type": "text", "nullable": True, "description": "The record as JSON text"},
+        "reason": {"data_type": "text", "nullable": False},
+        "seen_at": {"data_type": "timestamp", "timezone": True, "nullable": False},
+    }
+)
 
 
 @dataclass(frozen=True)
