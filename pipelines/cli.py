@@ -80,6 +80,13 @@ def sync(
     page_size: Annotated[
         int | None, typer.Option("--page-size", min=1, help="Runs per request.")
     ] = None,
+    full_refresh: Annotated[
+        bool,
+        typer.Option(
+            "--full-refresh",
+            help="Drop what is stored for the selected flows (rows and state) and reload them.",
+        ),
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Warnings and failures only (for cron).")
     ] = False,
@@ -97,6 +104,7 @@ def sync(
             page_size=page_size,
             since=since,
             until=until,
+            full_refresh=full_refresh,
         )
     except ConfigError as exc:
         raise _fail_usage(str(exc)) from None
@@ -135,7 +143,7 @@ def _prepare_demo_file(path: Path) -> None:
         return
     try:
         with duckdb.connect(str(path), read_only=True) as con:
-            marker = con.sql(
+            marker = con.execute(
                 "select count(*) from information_schema.tables"
                 " where table_schema = 'stackai' and table_name = '_stackai_runs_demo'"
             ).fetchone()[0]

@@ -135,9 +135,10 @@ limit 5
 def print_demo_summary(duckdb_path: Path) -> None:
     """Runs per flow and state, tokens and the most frequent failures, read from the file."""
     with duckdb.connect(str(duckdb_path), read_only=True) as con:
-        rows = con.sql(DEMO_SUMMARY_SQL).fetchall()
-        columns = [d[0] for d in con.sql(DEMO_SUMMARY_SQL).description]
-        errors = con.sql(TOP_ERRORS_SQL).fetchall()
+        result = con.execute(DEMO_SUMMARY_SQL)
+        columns = [d[0] for d in result.description]
+        rows = result.fetchall()
+        errors = con.execute(TOP_ERRORS_SQL).fetchall()
     table = Table(title=f"stackai.flow_runs in {duckdb_path}", title_justify="left")
     for column in columns:
         table.add_column(column, justify="left" if column == "flow" else "right")

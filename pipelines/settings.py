@@ -24,6 +24,7 @@ from dlt.common.typing import TSecretStrValue
 from pipelines.stackai import endpoint
 from pipelines.stackai.client import FlowRef
 from pipelines.stackai.normalise import parse_api_datetime
+from pipelines.stackai.window import WindowRules
 
 DEFAULT_DUCKDB_PATH = "stackai_runs.duckdb"
 API_KEY_ENV = "STACKAI_API_KEY"
@@ -43,6 +44,10 @@ class StackAIConfiguration(BaseConfiguration):
     page_size: int = endpoint.DEFAULT_PAGE_SIZE
     initial_start_date: str | None = None
     lookback: str = "PT1H"
+    max_open_run_age: str = "P7D"
+    max_open_run_checks: int = 50
+    feedback_lookback: str | None = None
+    feedback_interval: str = "P1D"
     max_concurrent_flows: int = 4
 
 
@@ -56,10 +61,10 @@ class SyncSettings:
         flows: Distinct flows to sync, in configuration order.
         duckdb_path: The DuckDB file; dlt's working directory sits beside it.
         page_size: Runs per request.
-        initial_start: First sync of a flow starts here (aware UTC); None = whole history.
-        lookback: Re-read window before each flow's cursor.
+        rules: Window rules: initial start, lookback, open-run re-checks, feedback pass.
         max_concurrent_flows: Flows fetched at once.
         since / until: Backfill window for this run only (aware UTC) or None.
+        full_refresh: Drop what is stored for the selected flows (rows and state) and reload.
     """
 
     base_url: str
@@ -67,11 +72,11 @@ class SyncSettings:
     flows: tuple[FlowRef, ...]
     duckdb_path: Path
     page_size: int = endpoint.DEFAULT_PAGE_SIZE
-    initial_start: datetime | None = None
-    lookback: timedelta = timedelta(hours=1)
+    rules: WindowRules = field(default_factory=WindowRules)
     max_concurrent_flows: int = 4
     since: datetime | None = None
     until: datetime | None = None
+    full_refresh: bool = False
 
     def with_overrides(self, **changes: Any) -> SyncSettings:
         return replace(self, **changes)
@@ -152,6 +157,7 @@ def load_settings(
     since: str | None = None,
     until: str | None = None,
     api_key: str | None = None,
+    full_refresh: bool = False,
 ) -> SyncSettings:
     """Resolve the configuration and apply command-line overrides (None = not given).
 
@@ -199,20 +205,41 @@ def load_settings(
         or dlt.config.get("destination.duckdb.credentials", str)
         or (DEFAULT_DUCKDB_PATH)
     )
+    if config.max_open_run_checks < 0:
+        raise ConfigError(
+            "sources.stackai.max_open_run_checks must not be negative, got"
+            f" {config.max_open_run_checks}"
+        )
     initial = config.initial_start_date
+    rules = WindowRules(
+        initial_start=(
+            parse_instant(initial, "sources.stackai.initial_start_date") if initial else None
+        ),
+        lookback=parse_duration(config.lookback, "sources.stackai.lookback"),
+        max_open_run_age=parse_duration(
+            config.max_open_run_age, "sources.stackai.max_open_run_age"
+        ),
+        max_open_run_checks=config.max_open_run_checks,
+        feedback_lookback=(
+            parse_duration(config.feedback_lookback, "sources.stackai.feedback_lookback")
+            if config.feedback_lookback
+            else None
+        ),
+        feedback_interval=parse_duration(
+            config.feedback_interval, "sources.stackai.feedback_interval"
+        ),
+    )
     settings = SyncSettings(
         base_url=url,
         api_key=key,
         flows=selected,
         duckdb_path=Path(path),
         page_size=size,
-        initial_start=(
-            parse_instant(initial, "sources.stackai.initial_start_date") if initial else None
-        ),
-        lookback=parse_duration(config.lookback, "sources.stackai.lookback"),
+        rules=rules,
         max_concurrent_flows=config.max_concurrent_flows,
         since=parse_instant(since, "--since") if since else None,
         until=parse_instant(until, "--until") if until else None,
+        full_refresh=full_refresh,
     )
     if settings.since and settings.until and settings.since > settings.until:
         raise ConfigError(f"--since ({since}) is after --until ({until})")

@@ -12,9 +12,11 @@ import pendulum
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipelines.settings import SyncSettings
-from pipelines.stackai.client import RunsClient, make_session
+from pipelines.stackai import endpoint
+from pipelines.stackai.client import FlowRef, RunsClient, make_session
 from pipelines.stackai.report import ProgressCallback, SyncReport
-from pipelines.stackai.source import SyncWindow, stackai_source
+from pipelines.stackai.source import REJECTED_TABLE, stackai_source
+from pipelines.stackai.window import SyncWindow
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +69,73 @@ def run_sync(settings: SyncSettings, on_progress: ProgressCallback | None = None
     os.environ["EXTRACT__WORKERS"] = str(settings.max_concurrent_flows)
     session = make_session(max_connections=settings.max_concurrent_flows * 2)
     client = RunsClient(settings.base_url, settings.api_key, session, settings.page_size)
+    refreshed = frozenset(str(f) for f in settings.flows) if settings.full_refresh else frozenset()
     window = SyncWindow(
         now=pendulum.now("UTC"),
-        initial_start=settings.initial_start,
-        lookback=settings.lookback,
+        rules=settings.rules,
         since=settings.since,
         until=settings.until,
+        full_refresh=refreshed,
     )
     pipeline = open_pipeline(settings.duckdb_path)
     try:
-        pipeline.run(stackai_source(settings.flows, client, window, report))
+        info = pipeline.run(stackai_source(settings.flows, client, window, report))
     except PipelineStepFailed as exc:
         cause = exc.__cause__ or exc
         log.error("sync failed at the %s step: %s", exc.step, cause)
         report.fail_all(f"{exc.step} step failed: {type(cause).__name__}: {cause}")
+    else:
+        done = [f for f in settings.flows if str(f) in refreshed and report.flows[str(f)].ok]
+        if done:
+            _drop_rows_not_loaded_by(pipeline, done, info.loads_ids)
     finally:
         session.close()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _drop_rows_not_loaded_by(
+    pipeline: dlt.Pipeline, flows: list[FlowRef], load_ids: list[str]
+) -> None:
+    """Full refresh, last step: delete the flows' rows that this sync's loads did not write.
+
+    Runs only after the reload committed, so a crash at any point leaves every run stored
+    (at worst a few stale ones, removed by the next full refresh), never a gap.
+    """
+    if not load_ids:
+        return
+    table = endpoint.RUNS_TABLE
+    ids = ", ".join("'" + load_id.replace("'", "''") + "'" for load_id in load_ids)
+    with pipeline.sql_client() as client, client.begin_transaction():
+        runs = client.make_qualified_table_name(table)
+        usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
+        rejected = client.make_qualified_table_name(REJECTED_TABLE)
+        existing = {
+            t.lower()
+            for (t,) in client.execute_sql(
+                "select table_name from information_schema.tables where table_schema = %s",
+                pipeline.dataset_name,
+            )
+        }
+        for flow in flows:
+            stale = (
+                f"select _dlt_id from {runs} where org_id = %s and flow_id = %s"
+                f" and _dlt_load_id not in ({ids})"
+            )
+            if endpoint.LLM_USAGE_TABLE in existing:
+                client.execute_sql(
+                    f"delete from {usage} where _dlt_root_id in ({stale})",
+                    flow.org_id,
+                    flow.flow_id,
+                )
+            client.execute_sql(
+                f"delete from {runs} where _dlt_id in ({stale})", flow.org_id, flow.flow_id
+            )
+            if REJECTED_TABLE in existing:
+                client.execute_sql(
+                    f"delete from {rejected} where org_id = %s and flow_id = %s"
+                    f" and _dlt_load_id not in ({ids})",
+                    flow.org_id,
+                    flow.flow_id,
+                )
+            log.info("flow %s: full refresh done, rows not re-read were removed", flow)

@@ -25,6 +25,9 @@ class FlowReport:
     window_end: str | None = None
     cursor_before: str | None = None
     cursor_after: str | None = None
+    rechecks: int = 0
+    open_runs: int = 0
+    notes: list[str] = field(default_factory=list)
     error: str | None = None
     started: float | None = None
     seconds: float = 0.0

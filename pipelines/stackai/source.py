@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import dlt
@@ -20,8 +19,16 @@ from dlt.extract import DltResource, DltSource
 
 from pipelines.stackai import endpoint
 from pipelines.stackai.client import FlowRef, RunsClient
-from pipelines.stackai.normalise import RejectedRun, normalise_run, parse_api_datetime
-from pipelines.stackai.report import SyncReport
+from pipelines.stackai.normalise import RejectedRun, normalise_run
+from pipelines.stackai.report import FlowReport, SyncReport
+from pipelines.stackai.window import (
+    FlowPlan,
+    FlowState,
+    Observations,
+    SyncWindow,
+    next_state,
+    plan_flow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,38 +46,6 @@ REJECTED_COLUMNS = endpoint.named_columns(
 )
 
 
-@dataclass(frozen=True)
-class SyncWindow:
-    """How far back each flow's requests reach, and the pinned end of this sync.
-
-    Attributes:
-        now: The sync's start (aware UTC): sent as `end_date` on every page of every flow, so
-            runs that start while a flow is paging cannot shift its pages; the next sync reads
-            them.
-        initial_start: Where a flow with no state starts; None reads its whole history.
-        lookback: How far before a flow's cursor (its newest loaded run `date`) each sync
-            re-reads, to catch runs that changed (completed, got tokens) after they were loaded.
-        since: Backfill: read from here instead, whatever the state says (the cursor still
-            never moves backwards).
-        until: Backfill: end of the window instead of `now`.
-    """
-
-    now: datetime
-    initial_start: datetime | None = None
-    lookback: timedelta = timedelta(hours=1)
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def bounds(self, cursor: datetime | None) -> tuple[datetime | None, datetime]:
-        """The (start_date, end_date) to request for a flow whose cursor is `cursor`."""
-        end = self.until or self.now
-        if self.since is not None:
-            return self.since, end
-        if cursor is None:
-            return self.initial_start, end
-        return cursor - self.lookback, end
-
-
 def _rejected_row(raw: Any, reason: str, flow: FlowRef) -> dict[str, Any]:
     try:
         text = json.dumps(raw, ensure_ascii=False)
@@ -83,6 +58,81 @@ def _rejected_row(raw: Any, reason: str, flow: FlowRef) -> dict[str, Any]:
         "reason": reason,
         "seen_at": pendulum.now("UTC"),
     }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _read(
+    flow: FlowRef,
+    client: RunsClient,
+    plan: FlowPlan,
+    seen: Observations,
+    report: SyncReport,
+    flow_report: FlowReport,
+) -> Iterator[Any]:
+    """Read the plan's tail and open-run re-checks; yield pages of rows and of rejects."""
+    name = str(flow)
+    if plan.future_cursor:
+        flow_report.notes.append(
+            f"cursor {_iso(plan.state.cursor)} is in the future: nothing read, cursor reset to now"
+        )
+        log.warning("flow %s: %s", name, flow_report.notes[-1])
+        return
+    if plan.rechecks_left_out:
+        flow_report.notes.append(
+            f"{plan.rechecks_left_out} open runs not re-checked this sync"
+            " (max_open_run_checks reached)"
+        )
+        log.warning("flow %s: %s", name, flow_report.notes[-1])
+    if plan.aged_out:
+        log.info(
+            "flow %s: %d open runs older than max_open_run_age no longer re-checked",
+            name,
+            len(plan.aged_out),
+        )
+    start, end = plan.tail
+    flow_report.window_start = _iso(start)
+    flow_report.window_end = _iso(end)
+    log.info("flow %s: reading runs from %s to %s", name, _iso(start) or "the beginning", end)
+    windows = [(start, end)] + [(lo, hi) for _, lo, hi in plan.rechecks]
+    flow_report.rechecks = len(plan.rechecks)
+    loaded: set[str] = set()  # page drift can show a run twice in one sync; load it once
+    for lo, hi in windows:
+        for page in client.iter_pages(flow, lo, hi):
+            rows, rejected = [], []
+            for raw in page:
+                try:
+                    row = normalise_run(raw, flow.org_id, flow.flow_id)
+                except RejectedRun as exc:
+                    rejected.append(_rejected_row(raw, exc.reason, flow))
+                    continue
+                if row["run_id"] in loaded:
+                    continue
+                loaded.add(row["run_id"])
+                seen.see(row["run_id"], row["date"], row.get("state"))
+                rows.append(row)
+            report.page(flow_report, len(rows), len(rejected))
+            if rows:
+                yield rows
+            if rejected:
+                log.warning(
+                    "flow %s: %d record(s) rejected, e.g. %s",
+                    name,
+                    len(rejected),
+                    rejected[0]["reason"],
+                )
+                yield dlt.mark.with_hints(
+                    rejected,
+                    dlt.mark.make_hints(
+                        table_name=REJECTED_TABLE,
+                        write_disposition="append",
+                        primary_key=(),
+                        columns=REJECTED_COLUMNS,
+                    ),
+                    create_table_variant=True,
+                )
 
 
 def _safe_error(exc: BaseException) -> str:
@@ -122,63 +172,36 @@ def flow_runs(
         parallelized=True,
     )
     def runs() -> Any:
-        state = dlt.current.resource_state()
+        resource_state = dlt.current.resource_state()
         flow_report = report.flow(name)
-        cursor = parse_api_datetime(state["cursor"]) if state.get("cursor") else None
-        flow_report.cursor_before = flow_report.cursor_after = state.get("cursor")
-        start, end = window.bounds(cursor)
-        flow_report.window_start = start.isoformat() if start else None
-        flow_report.window_end = end.isoformat()
         report.start(flow_report)
-        log.info("flow %s: reading runs from %s to %s", name, start or "the beginning", end)
-
-        newest = cursor
         try:
-            for page in client.iter_pages(flow, start, end):
-                rows, rejected = [], []
-                for raw in page:
-                    try:
-                        row = normalise_run(raw, flow.org_id, flow.flow_id)
-                    except RejectedRun as exc:
-                        rejected.append(_rejected_row(raw, exc.reason, flow))
-                        continue
-                    rows.append(row)
-                    if newest is None or row["date"] > newest:
-                        newest = row["date"]
-                report.page(flow_report, len(rows), len(rejected))
-                if rows:
-                    yield rows
-                if rejected:
-                    log.warning(
-                        "flow %s: %d record(s) rejected: %s",
-                        name,
-                        len(rejected),
-                        rejected[0]["reason"],
-                    )
-                    yield dlt.mark.with_hints(
-                        rejected,
-                        dlt.mark.make_hints(
-                            table_name=REJECTED_TABLE,
-                            write_disposition="append",
-                            primary_key=(),
-                            columns=REJECTED_COLUMNS,
-                        ),
-                        create_table_variant=True,
-                    )
+            plan = plan_flow(FlowState.from_dict(resource_state), window, name)
+            flow_report.cursor_before = flow_report.cursor_after = _iso(plan.state.cursor)
+            seen = Observations()
+            yield from _read(flow, client, plan, seen, report, flow_report)
         except Exception as exc:  # one flow's failure must not stop the others
             message = _safe_error(exc)
             log.error("flow %s failed: %s", name, message)
             log.debug("flow %s failure details", name, exc_info=True)
             report.finish(flow_report, error=message)
             return
-
-        if newest is not None:
-            # Only now, with every page read, may the cursor move: state is committed with
-            # this load package, so it never runs ahead of the data.
-            state["cursor"] = newest.isoformat()
-        flow_report.cursor_after = state.get("cursor")
+        # Only now, with every read of this flow done, may its state move: dlt commits the
+        # state with this load package, so it never runs ahead of the data.
+        state = next_state(plan, seen, window)
+        resource_state.clear()
+        resource_state.update(state.to_dict())
+        flow_report.cursor_after = _iso(state.cursor)
+        flow_report.open_runs = len(state.open_runs)
         report.finish(flow_report)
-        log.info("flow %s: %d runs in %d pages", name, flow_report.runs, flow_report.pages)
+        log.info(
+            "flow %s: ok, %d runs in %d pages (%d open-run re-checks), cursor %s",
+            name,
+            flow_report.runs,
+            flow_report.pages,
+            flow_report.rechecks,
+            flow_report.cursor_after,
+        )
 
     return runs
 
