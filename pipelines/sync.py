@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 import dlt
@@ -49,12 +50,18 @@ def open_pipeline(duckdb_path: Path) -> dlt.Pipeline:
     )
 
 
-def run_sync(settings: SyncSettings, on_progress: ProgressCallback | None = None) -> SyncReport:
+def run_sync(
+    settings: SyncSettings,
+    on_progress: ProgressCallback | None = None,
+    now: datetime | None = None,
+) -> SyncReport:
     """Sync every configured flow into the DuckDB file once.
 
     Args:
         settings: Validated settings (see `pipelines.settings.load_settings`).
         on_progress: Called (from extract threads) whenever a flow starts, reads a page or ends.
+        now: The sync's pinned end (aware UTC); default the current time. Tests pass the
+            simulator's clock.
 
     Returns:
         A `SyncReport`: per flow ok/failed, pages, runs, cursors; `report.ok` is True only when
@@ -71,7 +78,7 @@ def run_sync(settings: SyncSettings, on_progress: ProgressCallback | None = None
     client = RunsClient(settings.base_url, settings.api_key, session, settings.page_size)
     refreshed = frozenset(str(f) for f in settings.flows) if settings.full_refresh else frozenset()
     window = SyncWindow(
-        now=pendulum.now("UTC"),
+        now=now or pendulum.now("UTC"),
         rules=settings.rules,
         since=settings.since,
         until=settings.until,

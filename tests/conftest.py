@@ -1,0 +1,60 @@
+"""Shared fixtures: a seeded simulator over real loopback HTTP, and settings for a real DuckDB
+file in a temporary folder. Ground truth comes from the simulator's `World`, never from DuckDB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipelines.settings import SyncSettings
+from pipelines.simulator import SimulatorServer, World
+from pipelines.stackai.client import FlowRef
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    # dlt's retrying session reads these; the defaults (5 attempts, backoff up to minutes)
+    # would make a test of a failing server take minutes.
+    monkeypatch.setenv("RUNTIME__REQUEST_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("RUNTIME__REQUEST_BACKOFF_FACTOR", "0")
+    monkeypatch.setenv("RUNTIME__REQUEST_TIMEOUT", "10")
+
+
+@pytest.fixture
+def world() -> World:
+    """Two orgs of three flows, about 60 runs each, anchored two days ago so tests can move the
+    clock by hours and stay in the past."""
+    anchor = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
+    return World(seed=7, anchor=anchor, orgs=2, flows_per_org=3, runs_per_flow=60)
+
+
+@pytest.fixture
+def simulator(world: World) -> Iterator[SimulatorServer]:
+    with SimulatorServer(world) as server:
+        yield server
+
+
+@pytest.fixture
+def flows(world: World) -> tuple[FlowRef, ...]:
+    return tuple(FlowRef(f.org_id, f.flow_id) for f in world.flows())
+
+
+@pytest.fixture
+def duckdb_path(tmp_path: Path) -> Path:
+    return tmp_path / "runs.duckdb"
+
+
+@pytest.fixture
+def settings(
+    simulator: SimulatorServer, flows: tuple[FlowRef, ...], duckdb_path: Path
+) -> SyncSettings:
+    return SyncSettings(
+        base_url=simulator.url,
+        api_key=simulator.world.api_key,
+        flows=flows,
+        duckdb_path=duckdb_path,
+        page_size=25,
+    )

@@ -1,0 +1,171 @@
+"""The main job end to end: the simulator over real HTTP, a real DuckDB file, real dlt state."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import duckdb
+import pytest
+
+from pipelines.stackai.client import FlowRef
+from pipelines.sync import open_pipeline, run_sync
+from tests.support.truth import assert_matches, expected_runs, loaded_runs
+
+
+def flow_state(settings, flow: FlowRef) -> dict:
+    pipeline = open_pipeline(settings.duckdb_path)
+    return pipeline.state["sources"]["stackai"]["resources"][str(flow)]
+
+
+def test_full_sync_equals_the_ground_truth(settings, world):
+    report = run_sync(settings, now=world.now)
+    assert report.ok, report
+    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world))
+    for flow in settings.flows:
+        assert report.flows[str(flow)].runs == world.run_count(flow.org_id, flow.flow_id)
+
+
+def test_column_types_follow_the_contract(settings, world):
+    assert run_sync(settings, now=world.now).ok
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        types = dict(
+            con.execute(
+                "select column_name, data_type from information_schema.columns"
+                " where table_schema = 'stackai' and table_name = 'flow_runs'"
+            ).fetchall()
+        )
+    assert types["date"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["latency"] == "DOUBLE"
+    assert types["total_tokens"] == "BIGINT"
+    assert types["is_flow_successful"] == "BOOLEAN"
+    assert not [c for c in types if "__v_" in c], "variant columns appeared"
+
+
+def test_second_sync_with_nothing_new_adds_no_rows_and_one_request_per_flow(settings, world):
+    assert run_sync(settings, now=world.now).ok
+    before = loaded_runs(settings.duckdb_path)
+    requests_before = world.request_count
+    report = run_sync(settings, now=world.now)
+    assert report.ok
+    assert loaded_runs(settings.duckdb_path) == before
+    # the tail (1 hour) fits in one page; open runs inside the tail need no re-check
+    rechecks = sum(f.rechecks for f in report.flows.values())
+    assert world.request_count - requests_before == len(settings.flows) + rechecks
+
+
+def test_new_runs_between_syncs_are_added(settings, world):
+    assert run_sync(settings, now=world.now).ok
+    world.advance(3 * 3600)
+    assert run_sync(settings, now=world.now).ok
+    # advance() also completes open runs, some older than max_open_run_age (7 days)
+    horizon = world.now - settings.rules.max_open_run_age
+    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), horizon)
+
+
+def test_a_run_that_completes_between_syncs_is_updated_in_place(settings, world):
+    flow = settings.flows[0]
+    pending = world.add_run(
+        flow.org_id, flow.flow_id, date=world.now - timedelta(minutes=10), state="PENDING"
+    )
+    assert run_sync(settings, now=world.now).ok
+    row = loaded_runs(settings.duckdb_path)[pending["run_id"].lower()]
+    assert row["state"] == "PENDING" and row["llm_usage"] == []
+
+    done = world.complete_run(pending["run_id"])
+    assert done["llm_usage"], "the simulator should fill in usage on completion"
+    assert run_sync(settings, now=world.now).ok
+    loaded = loaded_runs(settings.duckdb_path)
+    assert loaded[pending["run_id"].lower()]["state"] == done["state"]
+    assert_matches(loaded, expected_runs(world))
+
+
+def test_usage_rows_of_a_refetched_run_are_replaced_not_added(settings, world):
+    flow = settings.flows[0]
+    run = world.add_run(flow.org_id, flow.flow_id, date=world.now - timedelta(minutes=5))
+    world.update_run(
+        run["run_id"],
+        llm_usage=[
+            {
+                "provider": "OpenAI",
+                "model_id": "gpt-4o",
+                "tokens": 5,
+                "input_tokens": 3,
+                "output_tokens": 2,
+                "is_local_model": False,
+                "should_charge": True,
+            },
+            {
+                "provider": "Anthropic",
+                "model_id": "claude",
+                "tokens": 7,
+                "input_tokens": 4,
+                "output_tokens": 3,
+                "is_local_model": False,
+                "should_charge": True,
+            },
+        ],
+    )
+    assert run_sync(settings, now=world.now).ok
+    assert len(loaded_runs(settings.duckdb_path)[run["run_id"].lower()]["llm_usage"]) == 2
+    world.update_run(run["run_id"], llm_usage=[world.get_run(run["run_id"])["llm_usage"][1]])
+    assert run_sync(settings, now=world.now).ok
+    loaded = loaded_runs(settings.duckdb_path)
+    assert [u["model_id"] for u in loaded[run["run_id"].lower()]["llm_usage"]] == ["claude"]
+    assert_matches(loaded, expected_runs(world))
+
+
+def test_two_flows_keep_their_own_cursors(settings, world):
+    first, second = settings.flows[0], settings.flows[1]
+    only_first = settings.with_overrides(flows=(first,))
+    assert run_sync(only_first, now=world.now).ok
+    cursor_first = flow_state(settings, first)["cursor"]
+    assert (
+        str(second)
+        not in open_pipeline(settings.duckdb_path).state["sources"]["stackai"]["resources"]
+    )
+
+    world.advance(2 * 3600)
+    only_second = settings.with_overrides(flows=(second,))
+    assert run_sync(only_second, now=world.now).ok
+    assert flow_state(settings, first)["cursor"] == cursor_first  # untouched
+    newest_second = max(expected_runs(world, [second]).values(), key=lambda r: r["date"])["date"]
+    assert flow_state(settings, second)["cursor"] == newest_second.isoformat()
+
+
+@pytest.mark.parametrize("parent_style", ["flat", "nested"])
+def test_parent_runs_land_flat_whatever_the_api_sends(settings, world, parent_style):
+    world.parent_style = parent_style
+    assert run_sync(settings, now=world.now).ok
+    loaded = loaded_runs(settings.duckdb_path)
+    children = [r for r in loaded.values() if r["parent_run_id"]]
+    assert children, "the simulator should serve sub-workflow runs"
+    for child in children:
+        parent = loaded[child["parent_run_id"]]
+        assert parent["flow_id"] == child["parent_project_id"] != child["flow_id"]
+    assert_matches(loaded, expected_runs(world))
+
+
+@pytest.mark.parametrize("sort_order", ["oldest_first", "unordered"])
+def test_any_sort_order_gives_the_same_table(settings, world, sort_order):
+    world.sort_order = sort_order
+    assert run_sync(settings, now=world.now).ok
+    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world))
+
+
+def test_an_unknown_flow_fails_alone(settings, world):
+    ghost = FlowRef(settings.flows[0].org_id, "no-such-flow")
+    report = run_sync(settings.with_overrides(flows=(*settings.flows, ghost)), now=world.now)
+    assert not report.ok
+    assert [f.flow for f in report.failed] == [str(ghost)]
+    assert "flow not found" in report.flows[str(ghost)].error
+    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world))
+
+
+def test_a_rejected_key_fails_every_flow_and_names_them(settings, world):
+    report = run_sync(settings.with_overrides(api_key="sk-wrong"), now=world.now)
+    assert not report.ok and len(report.failed) == len(settings.flows)
+    for flow in settings.flows:
+        error = report.flows[str(flow)].error
+        assert error.startswith("API key rejected (HTTP 401)")
+        assert flow.org_id in error and flow.flow_id in error
+        assert "sk-wrong" not in error
