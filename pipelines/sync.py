@@ -86,6 +86,12 @@ def run_sync(
     )
     pipeline = open_pipeline(settings.duckdb_path)
     try:
+        if pipeline.has_pending_data:
+            # An earlier sync stopped after extracting (killed, disk full, ...). Its package
+            # holds runs *and* the state that goes with them: load it first, or dlt's run()
+            # would load only it and skip this sync's extract.
+            log.warning("loading data left pending by an earlier sync that did not finish")
+            pipeline.run()
         info = pipeline.run(stackai_source(settings.flows, client, window, report))
     except PipelineStepFailed as exc:
         cause = exc.__cause__ or exc

@@ -1,0 +1,41 @@
+"""Run `stackai-runs ARGS...` and SIGKILL this process at a chosen point of dlt's pipeline.
+
+Usage: python crashing_sync.py POINT ARGS...   (POINT: see `KILL_POINTS`)
+
+The points are dlt's own step boundaries, patched here and not in the product, so that a test can
+prove that state only moves with data wherever a cron job happens to die.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from dlt.load.load import Load
+from dlt.pipeline.pipeline import Pipeline
+
+
+def _die(*args: object, **kwargs: object) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+KILL_POINTS = {
+    # extracted (runs and state written to a package), nothing normalised or loaded
+    "before_normalize": (Pipeline, "normalize"),
+    # normalised, nothing loaded
+    "before_load": (Pipeline, "load"),
+    # table files loaded into the staging dataset, the merge into stackai not yet run
+    "mid_load": (Load, "create_followup_jobs"),
+    # every job done, the package not yet marked loaded
+    "before_commit": (Load, "complete_package"),
+}
+
+if __name__ == "__main__":
+    point = sys.argv[1]
+    owner, name = KILL_POINTS[point]
+    setattr(owner, name, _die)
+    sys.argv = ["stackai-runs", *sys.argv[2:]]
+    from pipelines.cli import main
+
+    main()
