@@ -18,8 +18,10 @@ from rich.table import Table
 
 from pipelines.stackai.report import FlowReport, ProgressCallback, SyncReport
 
-stdout = Console()
-stderr = Console(stderr=True)
+# Off a terminal (cron mail, log files) rich would wrap at 80 columns and split the flow ids
+# (two uuids) over lines; a wide fixed width keeps one flow per line.
+stdout = Console() if sys.stdout.isatty() else Console(width=200)
+stderr = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
 
 
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
