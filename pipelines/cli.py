@@ -40,12 +40,13 @@ def _fail_usage(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
-def _sync_and_report(settings: SyncSettings, quiet: bool) -> int:
+def _sync_and_report(settings: SyncSettings, quiet: bool, fail_on_rejected: bool = False) -> int:
     with console.live_progress(enabled=not quiet) as on_progress:
         report = run_sync(settings, on_progress=on_progress)
-    if not quiet or not report.ok:
+    failed = not report.ok or (fail_on_rejected and report.rejected > 0)
+    if not quiet or failed or report.rejected:
         console.print_sync_summary(report)
-    return EXIT_OK if report.ok else EXIT_FLOW_FAILED
+    return EXIT_FLOW_FAILED if failed else EXIT_OK
 
 
 @app.command()
@@ -87,6 +88,13 @@ def sync(
             help="Drop what is stored for the selected flows (rows and state) and reload them.",
         ),
     ] = False,
+    fail_on_rejected: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-rejected",
+            help="Exit 1 when records were rejected (they are kept in flow_runs_rejected).",
+        ),
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Warnings and failures only (for cron).")
     ] = False,
@@ -108,7 +116,7 @@ def sync(
         )
     except ConfigError as exc:
         raise _fail_usage(str(exc)) from None
-    raise typer.Exit(_sync_and_report(settings, quiet))
+    raise typer.Exit(_sync_and_report(settings, quiet, fail_on_rejected))
 
 
 @app.command()

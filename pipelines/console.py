@@ -95,6 +95,24 @@ def print_sync_summary(report: SyncReport) -> None:
         )
     if report.error:
         stdout.print(f"[red]error[/]: {escape(report.error)}", highlight=False, soft_wrap=True)
+    if report.rejected:
+        stdout.print(
+            f"[yellow]warning[/]: {report.rejected} records could not be loaded and were kept"
+            " in stackai.flow_runs_rejected with the reason",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if report.unknown_values:
+        listed = ", ".join(f"{k} ({n})" for k, n in sorted(report.unknown_values.items()))
+        stdout.print(
+            f"[yellow]note[/]: values the API contract does not list (kept as text): "
+            f"{escape(listed)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for flow in report.flows.values():
+        for note in flow.notes:
+            stdout.print(f"[yellow]note[/] {escape(flow.flow)}: {escape(note)}", soft_wrap=True)
     runs = sum(f.runs for f in report.flows.values())
     ok = sum(1 for f in report.flows.values() if f.ok)
     stdout.print(

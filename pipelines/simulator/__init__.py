@@ -1,0 +1,12 @@
+"""A faithful, seeded simulator of StackAI's analytics API, served over real HTTP.
+
+`World` holds the state (orgs, flows, runs, a movable clock), `create_app` serves it with the
+contract's two operations, `SimulatorServer` runs that app on a loopback port in a thread.
+"""
+
+from .app import create_app
+from .runs import FlowInfo
+from .server import SimulatorServer, connection_info, serve_forever
+from .world import World
+
+__all__ = ["FlowInfo", "SimulatorServer", "World", "connection_info", "create_app", "serve_forever"]

@@ -106,13 +106,14 @@ ANSWERS = (
     "LGTM, but add a backoff so 5 retries do not hammer the upstream.",
 )
 
-FEEDBACK_COMMENTS = (
-    "Spot on, thanks!",
-    "Wrong invoice total, it missed the discount line.",
-    "Too long.",
-    "Parfait, merci 👍",
-    "Hallucinated a clause that is not in the contract.",
+FEEDBACK_RATINGS = (
+    (5, "Spot on, thanks!"),
+    (2, "Wrong invoice total, it missed the discount line."),
+    (3, "Too long."),
+    (5, "Parfait, merci 👍"),
+    (1, "Hallucinated a clause that is not in the contract."),
 )
+"""(rating 1-5, comment) pairs for JSON feedback."""
 
 FEEDBACK_TEXTS = ("👍", "great answer", "did not answer my question", "needs a human 🙃")
 
@@ -129,4 +130,5 @@ ERROR_TEMPLATES = (
 """FAILED runs' `error`: the ids and numbers vary per run, as the real messages do."""
 
 PROJECT_TYPES = ("workflow", "workflow", "workflow", "agent")
+"""`project_type` of the org summary; drawn uniformly, so three workflows to one agent."""
 PUBLIC_UI_TYPES = ("form", "chat", "batch")

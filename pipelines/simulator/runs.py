@@ -336,8 +336,8 @@ def _feedback(rng: random.Random) -> str | None:
     if roll < 0.88:
         return None
     if roll < 0.96:
-        comment = rng.choice(catalog.FEEDBACK_COMMENTS)
-        return json.dumps({"rating": rng.randint(1, 5), "comment": comment}, ensure_ascii=False)
+        rating, comment = rng.choice(catalog.FEEDBACK_RATINGS)
+        return json.dumps({"rating": rating, "comment": comment}, ensure_ascii=False)
     return rng.choice(catalog.FEEDBACK_TEXTS)
 
 

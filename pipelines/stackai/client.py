@@ -139,10 +139,12 @@ class _RunsRESTClient(RESTClient):
     def extract_response(self, response: requests.Response, data_selector: Any) -> list[Any]:
         content_type = response.headers.get("Content-Type", "")
         where = f"{sanitize_url(response.url)} (HTTP {response.status_code}, {content_type!r})"
+        if "json" not in content_type.lower():
+            raise BadPage(f"response is not JSON (content type): {where}")
         try:
             body = response.json()
         except ValueError:
-            raise BadPage(f"response is not JSON: {where}") from None
+            raise BadPage(f"response is not valid JSON: {where}") from None
         if not isinstance(body, list):
             raise BadPage(f"response is a JSON {type(body).__name__}, not an array: {where}")
         return body

@@ -7,13 +7,17 @@ objects, text fields that may or may not be JSON) is described in `shared/stacka
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import pendulum
 from pendulum.parsing.exceptions import ParserError
+
+from pipelines.stackai import endpoint
 
 PARENT_FIELDS = ("run_id", "project_id", "project_name")
 """Keys of a nested `parent` object, flattened to `parent_<key>` (the contract's flat names)."""
@@ -79,31 +83,118 @@ def _lowercase_id(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-def _as_float(value: Any) -> Any:
-    # JSON numbers arrive as int when whole ("latency": 2); the column is DOUBLE from the start.
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return float(value)
-    return value
+_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+_BIGINT_MAX = 2**63 - 1
 
 
-def _as_int(value: Any) -> Any:
-    # A lossless float (12.0) is an integer the server happened to serialise as a float.
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return value
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _normalise_usage(item: Any, run_id: str) -> Any:
-    if not isinstance(item, Mapping):
-        return item
-    usage = dict(item)
-    usage["run_id"] = run_id
-    for key in ("tokens", "input_tokens", "output_tokens"):
-        if key in usage:
-            usage[key] = _as_int(usage[key])
+def coerce(value: Any, data_type: str, field: str) -> Any:
+    """Coerce a JSON value to a column's dlt data type when that loses nothing.
+
+    Args:
+        value: The decoded JSON value (None stays None).
+        data_type: dlt's type of the column: `text`, `bool`, `double` or `bigint`.
+        field: The field's name, for the error.
+
+    Returns:
+        `text`: strings as received; any other value as its compact JSON text. `bool`: booleans
+        and "true"/"false". `double`: finite numbers and numeric strings, as float. `bigint`:
+        integers, integral floats (12.0) and integer strings ("12"), as int within int64.
+
+    Raises:
+        RejectedRun: the value cannot be stored in the column without loss.
+    """
+    if value is None:
+        return None
+    if data_type == "text":
+        return value if isinstance(value, str) else _json_text(value)
+    if data_type == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+    elif data_type == "double" and not isinstance(value, bool):
+        try:
+            number = float(value) if isinstance(value, int | float | str) else math.nan
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return number
+    elif data_type == "bigint" and not isinstance(value, bool):
+        number = None
+        if isinstance(value, int):
+            number = value
+        elif (isinstance(value, float) and math.isfinite(value) and value.is_integer()) or (
+            isinstance(value, str) and _INTEGER_TEXT.fullmatch(value)
+        ):
+            number = int(value)
+        if number is not None and -_BIGINT_MAX - 1 <= number <= _BIGINT_MAX:
+            return number
+    elif data_type not in ("double", "bigint"):
+        raise ValueError(f"no coercion for data type {data_type!r}")
+    raise RejectedRun(f"{field}: {value!r} is not a valid {data_type}")
+
+
+def _typed(record: Mapping[str, Any], columns: Mapping[str, Any], where: str) -> dict[str, Any]:
+    # Declared columns get their declared type; fields the contract does not know (new API
+    # fields) land as text, so a later change of their JSON type can never add a variant column.
+    typed: dict[str, Any] = {}
+    for key, value in record.items():
+        column = columns.get(key)
+        data_type = column["data_type"] if column else "text"
+        if data_type == "timestamp":
+            typed[key] = value
+        else:
+            typed[key] = coerce(value, data_type, f"{where}{key}")
+    return typed
+
+
+def _normalise_usage(items: Any, run_id: str) -> list[dict[str, Any]]:
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise RejectedRun(f"llm_usage is not a list but {type(items).__name__}")
+    usage = []
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise RejectedRun(f"llm_usage[{index}] is not an object but {type(item).__name__}")
+        typed = _typed(item, endpoint.LLM_USAGE_COLUMNS, f"llm_usage[{index}].")
+        typed["run_id"] = run_id
+        usage.append(typed)
     return usage
+
+
+ENUM_FIELDS: dict[str, tuple[str, ...]] = {
+    "state": endpoint.WORKFLOW_STATES,
+    "run_type": endpoint.RUN_TYPES,
+    "ran_by_type": endpoint.RAN_BY_TYPES,
+    "llm_usage.provider": endpoint.LLM_PROVIDERS,
+    "llm_usage.connection_origin": endpoint.CONNECTION_ORIGINS,
+}
+"""Enum fields of the contract and their documented values."""
+
+
+def unknown_enum_values(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Values of enum fields that the contract does not list (a sign the API changed).
+
+    Args:
+        row: A row from `normalise_run`.
+
+    Returns:
+        `(field, value)` pairs, e.g. `("state", "ARCHIVED")`, `("llm_usage.provider", "Foo")`.
+    """
+    found = []
+    for field, allowed in ENUM_FIELDS.items():
+        if field.startswith("llm_usage."):
+            key = field.removeprefix("llm_usage.")
+            values = [u.get(key) for u in row.get("llm_usage") or []]
+        else:
+            values = [row.get(field)]
+        found.extend((field, v) for v in values if v is not None and v not in allowed)
+    return found
 
 
 def normalise_run(raw: Any, org_id: str, flow_id: str) -> dict[str, Any]:
@@ -115,17 +206,19 @@ def normalise_run(raw: Any, org_id: str, flow_id: str) -> dict[str, Any]:
         flow_id: The flow the run was read from (path parameter of the request).
 
     Returns:
-        A new dict: every field of `raw` under its API name (unknown fields are kept, so new API
-        fields become new columns), plus `org_id` and `flow_id`, with `date` an aware UTC
-        `pendulum.DateTime`, `latency` a float, `total_tokens` an int, uuid fields lowercase,
-        parent-run fields flat (`parent_run_id`, `parent_project_id`, `parent_project_name`) even
-        when the API nests them in a `parent` object, and `llm_usage` a list of dicts that each
-        carry the run's `run_id`. Text fields (`inputs`, `outputs`, `llms`, `feedback`, `error`)
-        are left exactly as received.
+        A new dict: every field of `raw` under its API name, plus `org_id` and `flow_id`;
+        each contract field coerced to its column's type (`endpoint.RUN_COLUMNS`, see `coerce`):
+        `date` an aware UTC `pendulum.DateTime`, `latency` a float, `total_tokens` an int;
+        uuid fields lowercase; parent-run fields flat (`parent_run_id`, `parent_project_id`,
+        `parent_project_name`) even when the API nests them in a `parent` object; `llm_usage`
+        a list (empty when absent) of typed dicts that each carry the run's `run_id`. Strings
+        (`inputs`, `outputs`, `llms`, `feedback`, `error`, ...) are kept exactly as received;
+        fields the contract does not know are kept as text (JSON text for non-strings).
 
     Raises:
-        RejectedRun: `raw` is not an object, has no usable `run_id`, or its `date` is missing or
-            not an ISO-8601 date-time.
+        RejectedRun: `raw` is not an object, has no usable `run_id`, its `date` is missing or
+            not an ISO-8601 date-time, `llm_usage` is not a list of objects, or a field cannot
+            be stored in its column's type without loss (e.g. `total_tokens: "12x"`).
     """
     if not isinstance(raw, Mapping):
         raise RejectedRun(f"run is not a JSON object but {type(raw).__name__}")
@@ -148,14 +241,10 @@ def normalise_run(raw: Any, org_id: str, flow_id: str) -> dict[str, Any]:
     for key in LOWERCASE_ID_FIELDS:
         if key in row:
             row[key] = _lowercase_id(row[key])
+    usage = row.pop("llm_usage", None)
+    row = _typed(row, endpoint.RUN_COLUMNS, "")
     row["org_id"] = org_id
     row["flow_id"] = flow_id
     row["date"] = date
-    if "latency" in row:
-        row["latency"] = _as_float(row["latency"])
-    if "total_tokens" in row:
-        row["total_tokens"] = _as_int(row["total_tokens"])
-    usage = row.get("llm_usage")
-    if isinstance(usage, list):
-        row["llm_usage"] = [_normalise_usage(item, row["run_id"]) for item in usage]
+    row["llm_usage"] = _normalise_usage(usage, row["run_id"])
     return row

@@ -28,6 +28,7 @@ class FlowReport:
     rechecks: int = 0
     open_runs: int = 0
     notes: list[str] = field(default_factory=list)
+    unknown_values: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     started: float | None = None
     seconds: float = 0.0
@@ -35,6 +36,11 @@ class FlowReport:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def count_unknown(self, field: str, value: str) -> None:
+        """Count a value of an enum field that the contract does not list (`field=value`)."""
+        key = f"{field}={value}"
+        self.unknown_values[key] = self.unknown_values.get(key, 0) + 1
 
 
 ProgressCallback = Callable[[FlowReport], None]
@@ -92,3 +98,16 @@ class SyncReport:
     @property
     def failed(self) -> list[FlowReport]:
         return [r for r in self.flows.values() if not r.ok]
+
+    @property
+    def rejected(self) -> int:
+        return sum(r.rejected for r in self.flows.values())
+
+    @property
+    def unknown_values(self) -> dict[str, int]:
+        """Unknown enum values over all flows, `field=value` -> count."""
+        total: dict[str, int] = {}
+        for report in self.flows.values():
+            for key, count in report.unknown_values.items():
+                total[key] = total.get(key, 0) + count
+        return total

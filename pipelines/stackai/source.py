@@ -19,7 +19,7 @@ from dlt.extract import DltResource, DltSource
 
 from pipelines.stackai import endpoint
 from pipelines.stackai.client import FlowRef, RunsClient
-from pipelines.stackai.normalise import RejectedRun, normalise_run
+from pipelines.stackai.normalise import RejectedRun, normalise_run, unknown_enum_values
 from pipelines.stackai.report import FlowReport, SyncReport
 from pipelines.stackai.window import (
     FlowPlan,
@@ -33,6 +33,12 @@ from pipelines.stackai.window import (
 log = logging.getLogger(__name__)
 
 SOURCE_NAME = "stackai"
+
+SCHEMA_CONTRACT = {"tables": "evolve", "columns": "evolve", "data_type": "freeze"}
+"""New API fields become new (text) columns; a value of another type than its column is never
+turned into a variant column: `normalise_run` coerces it or rejects the run to
+`flow_runs_rejected` first, and `freeze` makes any slip a loud error instead of a silent
+`__v_` column."""
 REJECTED_TABLE = "flow_runs_rejected"
 
 REJECTED_COLUMNS = endpoint.named_columns(
@@ -112,6 +118,8 @@ def _read(
                     continue
                 loaded.add(row["run_id"])
                 seen.see(row["run_id"], row["date"], row.get("state"))
+                for field, value in unknown_enum_values(row):
+                    flow_report.count_unknown(field, value)
                 rows.append(row)
             report.page(flow_report, len(rows), len(rejected))
             if rows:
@@ -169,6 +177,7 @@ def flow_runs(
         primary_key=endpoint.PRIMARY_KEY,
         columns=endpoint.RUN_COLUMNS,
         nested_hints={"llm_usage": {"columns": endpoint.LLM_USAGE_COLUMNS}},
+        schema_contract=SCHEMA_CONTRACT,
         parallelized=True,
     )
     def runs() -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -10,9 +11,11 @@ from hypothesis import strategies as st
 
 from pipelines.stackai.normalise import (
     RejectedRun,
+    coerce,
     format_api_datetime,
     normalise_run,
     parse_api_datetime,
+    unknown_enum_values,
 )
 
 RUN = {
@@ -131,10 +134,75 @@ def test_parent_fields_nested_or_flat_land_flat():
         assert "parent" not in row
 
 
-def test_unknown_fields_and_enum_values_are_kept():
-    row = normalise_run({**RUN, "state": "ARCHIVED", "new_field": 7}, "o", "f")
+def test_unknown_fields_land_as_text_and_unknown_enum_values_are_kept_and_listed():
+    raw = {**RUN, "state": "ARCHIVED", "new_field": 7, "new_object": {"a": [1, "é"]}}
+    raw["llm_usage"] = [{"provider": "NewCo", "model_id": "m", "connection_origin": "stack_ai"}]
+    row = normalise_run(raw, "o", "f")
     assert row["state"] == "ARCHIVED"
-    assert row["new_field"] == 7
+    assert row["new_field"] == "7"
+    assert json.loads(row["new_object"]) == {"a": [1, "é"]}
+    assert unknown_enum_values(row) == [("state", "ARCHIVED"), ("llm_usage.provider", "NewCo")]
+    assert unknown_enum_values(normalise_run(RUN, "o", "f")) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "stored"),
+    [
+        ("total_tokens", "12", 12),
+        ("total_tokens", 12.0, 12),
+        ("total_tokens", None, None),
+        ("latency", "1.5", 1.5),
+        ("latency", 3, 3.0),
+        ("is_flow_successful", "false", False),
+        ("inputs", {"q": "hi"}, '{"q":"hi"}'),
+        ("error", 404, "404"),
+    ],
+)
+def test_lossless_type_changes_are_coerced(field, value, stored):
+    row = normalise_run({**RUN, field: value}, "o", "f")
+    assert row[field] == stored
+    assert type(row[field]) is type(stored)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("total_tokens", "12x"),
+        ("total_tokens", 12.5),
+        ("total_tokens", True),
+        ("total_tokens", 2**63),
+        ("latency", "fast"),
+        ("latency", float("inf")),
+        ("is_flow_successful", "maybe"),
+        ("llm_usage", {"provider": "OpenAI"}),
+        ("llm_usage", ["not an object"]),
+        ("llm_usage", [{"provider": "OpenAI", "tokens": "many"}]),
+    ],
+)
+def test_lossy_type_changes_reject_the_run_naming_the_field(field, value):
+    with pytest.raises(RejectedRun) as info:
+        normalise_run({**RUN, field: value}, "o", "f")
+    assert field in info.value.reason
+
+
+def test_missing_or_null_usage_is_an_empty_list():
+    assert normalise_run({**RUN, "llm_usage": None}, "o", "f")["llm_usage"] == []
+    without = {k: v for k, v in RUN.items() if k != "llm_usage"}
+    assert normalise_run(without, "o", "f")["llm_usage"] == []
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_bigint_accepts_every_int64_in_any_lossless_form(number):
+    assert coerce(number, "bigint", "f") == number
+    assert coerce(str(number), "bigint", "f") == number
+    if abs(number) < 2**53:
+        assert coerce(float(number), "bigint", "f") == number
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_double_round_trips_numbers_and_their_text(number):
+    assert coerce(number, "double", "f") == number
+    assert coerce(repr(number), "double", "f") == number
 
 
 @pytest.mark.parametrize(

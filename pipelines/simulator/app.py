@@ -1,0 +1,181 @@
+"""The simulator's HTTP surface: the two operations of the vendor contract, served from a `World`.
+
+Parameter names, defaults and constraints copy `analytics-openapi.yml` so that FastAPI itself
+produces the 422 bodies for bad `page`, `page_size` and date-times, exactly as the real
+(FastAPI-built) service does. Auth is `Authorization: Bearer <key>` (the contract's `HTTPBearer`
+scheme); the bodies of 401/403/404 are FastAPI's default `{"detail": "..."}` (API-NOTES.md: not
+documented, so a client should only rely on the status code).
+"""
+
+import json
+from datetime import datetime
+from http import HTTPStatus
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .contract import (
+    FLOWS_OPERATION_ID,
+    FLOWS_PATH,
+    ORG_SUMMARY_OPERATION_ID,
+    ORG_SUMMARY_PATH,
+    STATE_DESCRIPTION,
+    OrgProjectRunSummary,
+    ProjectRunSummary,
+    WorkflowState,
+)
+from .world import World
+
+_BEARER = HTTPBearer(auto_error=False)
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+Page = Annotated[int, Query(ge=0)]
+PageSize = Annotated[int, Query(ge=1)]
+
+
+def create_app(world: World) -> FastAPI:
+    """Build the FastAPI app serving `world`.
+
+    Routes: `GET /analytics/org/{org_id}/flows/{flow_id}` (operationId `getAnalyticsDataApi`)
+    and `GET /organizations/analytics/projects-run-summary`. Every response is appended to
+    `world.requests`.
+    """
+    app = FastAPI(
+        title="StackAI analytics API (simulator)",
+        version="0.1.0",
+        description="A seeded simulation of StackAI's analytics API, for demos and tests.",
+    )
+
+    def authorised_orgs(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> frozenset[str]:
+        if credentials is None:
+            raise HTTPException(401, "Not authenticated", headers=_CHALLENGE)
+        orgs = world.authorize(credentials.credentials)
+        if orgs is None:
+            raise HTTPException(401, "Invalid API key", headers=_CHALLENGE)
+        return orgs
+
+    Orgs = Annotated[frozenset[str], Depends(authorised_orgs)]
+
+    @app.middleware("http")
+    async def record(request: Request, call_next):
+        response = await call_next(request)
+        world.record_request(
+            request.method, request.url.path, dict(request.query_params), response.status_code
+        )
+        return response
+
+    @app.get(
+        FLOWS_PATH,
+        tags=["analytics"],
+        summary="List Flow Runs",
+        description="List flow run logs matching the given filters.",
+        operation_id=FLOWS_OPERATION_ID,
+        response_model=list[ProjectRunSummary],
+    )
+    def list_flow_runs(
+        flow_id: str,
+        org_id: str,
+        request: Request,
+        orgs: Orgs,
+        page: Page = 0,
+        page_size: PageSize = 25,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+        user_id: str | None = None,
+        state: Annotated[str | None, Query(description=STATE_DESCRIPTION)] = None,
+    ) -> Response:
+        states = _parse_states(state)
+        if org_id in world.org_ids() and org_id not in orgs:
+            raise HTTPException(403, "Not authorized for this organization")
+        if not world.has_flow(org_id, flow_id):
+            raise HTTPException(404, "Flow not found")
+        if fault := _injected_fault(world):
+            return fault
+        if world.before_page is not None:
+            world.before_page(org_id, flow_id, dict(request.query_params))
+        rows = world.query_runs(
+            org_id,
+            flow_id,
+            start=start_date,
+            end=end_date,
+            user_id=user_id,
+            states=states,
+            page=page,
+            page_size=page_size,
+        )
+        return _json(rows)
+
+    @app.get(
+        ORG_SUMMARY_PATH,
+        tags=["analytics"],
+        summary="List Project Run Summary",
+        description=(
+            "Org-level analytics for all projects. "
+            "List with the project run logs matching the given filters."
+        ),
+        operation_id=ORG_SUMMARY_OPERATION_ID,
+        response_model=list[OrgProjectRunSummary],
+    )
+    def list_project_run_summary(
+        orgs: Orgs,
+        page: Page = 0,
+        page_size: PageSize = 25,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+    ) -> Response:
+        if fault := _injected_fault(world):
+            return fault
+        rows = world.project_summaries(
+            orgs, start=start_date, end=end_date, page=page, page_size=page_size
+        )
+        return _json(rows)
+
+    return app
+
+
+def _parse_states(raw: str | None) -> list[str] | None:
+    """Split the comma-separated `state` filter; an unknown value is a FastAPI-shaped 422.
+
+    Empty items are ignored, so `state=` filters nothing. Values are case-sensitive, as the
+    contract lists them in upper case.
+    """
+    if raw is None:
+        return None
+    values = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [value for value in values if value not in WorkflowState._value2member_map_]
+    if unknown:
+        accepted = ", ".join(WorkflowState)
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "state"),
+                    "msg": f"Value error, Invalid state {', '.join(unknown)}. "
+                    f"Accepted values: {accepted}",
+                    "input": raw,
+                }
+            ]
+        )
+    return values or None
+
+
+def _injected_fault(world: World) -> Response | None:
+    """The response for a failure queued with `World.fail_next`, if any."""
+    fault = world.take_fault()
+    if fault is None:
+        return None
+    status, retry_after = fault
+    headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+    return JSONResponse({"detail": HTTPStatus(status).phrase}, status_code=status, headers=headers)
+
+
+def _json(rows: list[dict]) -> Response:
+    # Serialise the world's values untouched (a response_model would re-format `date`), with
+    # the separators and raw UTF-8 of FastAPI's own JSONResponse.
+    body = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    return Response(content=body.encode("utf-8"), media_type="application/json")

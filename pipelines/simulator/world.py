@@ -1,0 +1,686 @@
+"""The simulator's state: a seeded, thread-safe world of orgs, flows and their runs, with a clock.
+
+The HTTP app (`app.py`) reads it; tests read it as ground truth and move its clock. Everything is
+behind one re-entrant lock, because uvicorn serves requests from a thread pool while a test
+thread mutates the world.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+import secrets
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from . import catalog, dates, runs
+from .contract import (
+    FINAL_STATES,
+    OPEN_STATES,
+    PARENT_KEYS,
+    RUN_KEYS,
+    RunType,
+)
+from .runs import FlowInfo, FlowProfile, OrgProfile
+
+HISTORY = timedelta(days=30)
+"""Span of the generated history before the anchor."""
+RECENT = timedelta(minutes=10)
+"""The newest 1-3 runs of each flow start this close to the anchor, most of them still open."""
+LEGACY_BEFORE = timedelta(days=21)
+"""Runs older than this may lack the optional keys the API added later (see
+`runs.LEGACY_MISSING_KEYS`)."""
+OPEN_MAX_AGE = timedelta(minutes=5)
+"""`advance` finishes open runs whose `date` is older than this at the new `now`."""
+SUB_WORKFLOW_MAX_DELAY = 30.0
+"""A sub-workflow run starts up to this many seconds after its parent."""
+
+SORT_ORDERS = ("newest_first", "oldest_first", "unordered")
+PARENT_STYLES = ("flat", "nested")
+
+
+@dataclass
+class _Run:
+    org_id: str
+    flow_id: str
+    instant: datetime
+    """The true start time (aware UTC) that `data["date"]` denotes."""
+    data: dict
+    """What the API serves in the flat parent style."""
+    shuffle_key: bytes = field(repr=False)
+    """Position in the "unordered" sort order: stable across requests, unrelated to dates."""
+
+    @property
+    def run_id(self) -> str:
+        return self.data["run_id"]
+
+
+@dataclass
+class _Draft:
+    """A run before its dict is built: linking sub-workflows may still move its instant."""
+
+    flow: FlowProfile
+    run_id: str
+    instant: datetime
+    style: str
+    state: str
+    run_type: str
+    legacy: bool
+    parent: _Draft | None = None
+    is_parent: bool = False
+
+
+class World:
+    """Seeded in-memory state of the simulated StackAI analytics API.
+
+    Args:
+        seed: same seed, anchor and sizes give byte-identical data.
+        anchor: aware UTC datetime (naive is read as UTC); all history lies in the 30 days before
+            it and `now` starts at it. Default: the current minute minus one hour.
+        orgs: number of organisations.
+        flows_per_org: flows (projects) per org; sub-workflow runs need at least 2.
+        runs_per_flow: mean history size per flow; each flow gets within +-30% of it.
+        sort_order: see `sort_order`.
+        parent_style: see `parent_style`.
+
+    Attributes:
+        api_key: a Bearer key accepted for every org (`"sk-sim-"` + 32 hex digits).
+        org_api_keys: org_id -> a key accepted for that org only.
+        now: the simulator clock (aware UTC); only `advance` moves it.
+        before_page: if set, called as `(org_id, flow_id, query_params)` before each page of
+            the flows endpoint is computed, outside the lock (it may mutate the world).
+        requests: every request served, as `{"method", "path", "params", "status"}` dicts.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        anchor: datetime | None = None,
+        orgs: int = 2,
+        flows_per_org: int = 3,
+        runs_per_flow: int = 400,
+        sort_order: str = "newest_first",
+        parent_style: str = "flat",
+    ) -> None:
+        if orgs < 1 or flows_per_org < 1 or runs_per_flow < 0:
+            raise ValueError("need at least one org and one flow per org, and runs_per_flow >= 0")
+        self._lock = threading.RLock()
+        self.seed = seed
+        if anchor is None:
+            anchor = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+        self.anchor = dates.as_utc(anchor)
+        self.now = self.anchor
+        self.sort_order = sort_order
+        self.parent_style = parent_style
+        self.before_page: Callable[[str, str, dict], None] | None = None
+        self.requests: list[dict] = []
+        self._faults: list[tuple[int, float | None]] = []
+        self._runs: dict[str, _Run] = {}
+        self._flow_runs: dict[str, list[_Run]] = {}
+        self._open: dict[str, _Run] = {}
+        """Open runs by id, in insertion order (a dict, not a set: iteration must not depend
+        on string hashing, or `advance` would differ between processes)."""
+        self._rng = self._rng_for("clock")
+
+        rng = self._rng_for("catalog")
+        self.api_key = f"sk-sim-{rng.getrandbits(128):032x}"
+        self._orgs: dict[str, OrgProfile] = {}
+        self._flows: dict[str, FlowProfile] = {}
+        self.org_api_keys: dict[str, str] = {}
+        for index in range(orgs):
+            org = runs.make_org(rng, index)
+            self._orgs[org.org_id] = org
+            self.org_api_keys[org.org_id] = f"sk-sim-{rng.getrandbits(128):032x}"
+            first = rng.randrange(len(catalog.FLOW_NAMES))
+            for n in range(flows_per_org):
+                name = catalog.FLOW_NAMES[(first + n) % len(catalog.FLOW_NAMES)]
+                if n >= len(catalog.FLOW_NAMES):
+                    name = f"{name} {n // len(catalog.FLOW_NAMES) + 1}"
+                flow = runs.make_flow(rng, org, name)
+                self._flows[flow.info.flow_id] = flow
+                self._flow_runs[flow.info.flow_id] = []
+        self._generate_history(runs_per_flow)
+
+    # ----------------------------------------------------------------- settings
+
+    @property
+    def sort_order(self) -> str:
+        """Order of runs in responses: "newest_first" (by date, what the real API likely does),
+        "oldest_first", or "unordered" (a seeded shuffle, the same for every request)."""
+        return self._sort_order
+
+    @sort_order.setter
+    def sort_order(self, value: str) -> None:
+        if value not in SORT_ORDERS:
+            raise ValueError(f"sort_order must be one of {SORT_ORDERS}, not {value!r}")
+        self._sort_order = value
+
+    @property
+    def parent_style(self) -> str:
+        """ "flat" (the contract's `parent_run_id`, `parent_project_id`, `parent_project_name`)
+        or "nested" (an API variant: one `parent` object `{run_id, project_id, project_name}`)."""
+        return self._parent_style
+
+    @parent_style.setter
+    def parent_style(self, value: str) -> None:
+        if value not in PARENT_STYLES:
+            raise ValueError(f"parent_style must be one of {PARENT_STYLES}, not {value!r}")
+        self._parent_style = value
+
+    @property
+    def request_count(self) -> int:
+        return len(self.requests)
+
+    # ------------------------------------------------------------- ground truth
+
+    def flows(self) -> list[FlowInfo]:
+        """All flows, orgs in creation order and each org's flows in creation order."""
+        return [flow.info for flow in self._flows.values()]
+
+    def org_ids(self) -> list[str]:
+        return list(self._orgs)
+
+    def runs(self, org_id: str, flow_id: str) -> list[dict]:
+        """Deep copies of every run of a flow as the API serves them, in `sort_order`.
+
+        Raises:
+            KeyError: unknown org or flow (or the flow belongs to another org).
+        """
+        with self._lock:
+            return [self._served(run) for run in self._sorted(self._runs_of(org_id, flow_id))]
+
+    def run_count(self, org_id: str, flow_id: str) -> int:
+        """Number of runs of a flow (all states, no filter)."""
+        with self._lock:
+            return len(self._runs_of(org_id, flow_id))
+
+    def all_runs(self) -> list[tuple[str, str, dict]]:
+        """(org_id, flow_id, served run dict) for every run, flow by flow as in `flows()`."""
+        with self._lock:
+            return [
+                (info.org_id, info.flow_id, run)
+                for info in self.flows()
+                for run in self.runs(info.org_id, info.flow_id)
+            ]
+
+    def get_run(self, run_id: str) -> dict:
+        """A deep copy of one run as served. Raises KeyError for an unknown run."""
+        with self._lock:
+            return self._served(self._runs[run_id])
+
+    def run_instant(self, run_id: str) -> datetime:
+        """The true start time (aware UTC) of a run, whatever way its `date` is written."""
+        with self._lock:
+            return self._runs[run_id].instant
+
+    # ------------------------------------------------------------- API queries
+
+    def authorize(self, api_key: str) -> frozenset[str] | None:
+        """The org ids `api_key` may read, or None if the key is not valid."""
+        if secrets.compare_digest(api_key.encode(), self.api_key.encode()):
+            return frozenset(self._orgs)
+        for org_id, key in self.org_api_keys.items():
+            if secrets.compare_digest(api_key.encode(), key.encode()):
+                return frozenset({org_id})
+        return None
+
+    def has_flow(self, org_id: str, flow_id: str) -> bool:
+        flow = self._flows.get(flow_id)
+        return flow is not None and flow.info.org_id == org_id
+
+    def query_runs(
+        self,
+        org_id: str,
+        flow_id: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        user_id: str | None = None,
+        states: Iterable[str] | None = None,
+        page: int = 0,
+        page_size: int = 25,
+    ) -> list[dict]:
+        """One page of `GET /analytics/org/{org_id}/flows/{flow_id}` (deep copies).
+
+        Filters `start <= date <= end` (both inclusive, on the true instant; naive bounds are
+        UTC), `user_id` equality and `state` membership; then sorts by `sort_order` and returns
+        the 0-based page `[page * page_size, (page + 1) * page_size)`, empty past the end.
+        """
+        start = None if start is None else dates.as_utc(start)
+        end = None if end is None else dates.as_utc(end)
+        wanted = None if states is None else frozenset(states)
+        with self._lock:
+            selected = [
+                run
+                for run in self._runs_of(org_id, flow_id)
+                if (start is None or run.instant >= start)
+                and (end is None or run.instant <= end)
+                and (user_id is None or run.data["user_id"] == user_id)
+                and (wanted is None or run.data["state"] in wanted)
+            ]
+            ordered = self._sorted(selected)
+            return [self._served(run) for run in ordered[page * page_size : (page + 1) * page_size]]
+
+    def project_summaries(
+        self,
+        org_ids: Iterable[str],
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        page: int = 0,
+        page_size: int = 25,
+    ) -> list[dict]:
+        """One page of `GET /organizations/analytics/projects-run-summary`.
+
+        One `OrgProjectRunSummary` dict per flow of the given orgs (every flow, also those with
+        no run in the window), figures over runs with `start <= date <= end`: `total_runs`,
+        `total_errors` (FAILED runs), `total_tokens`, `total_users` (distinct non-null user_id).
+        """
+        start = None if start is None else dates.as_utc(start)
+        end = None if end is None else dates.as_utc(end)
+        wanted = set(org_ids)
+        with self._lock:
+            rows = []
+            for flow in self._flows.values():
+                if flow.info.org_id not in wanted:
+                    continue
+                window = [
+                    run.data
+                    for run in self._flow_runs[flow.info.flow_id]
+                    if (start is None or run.instant >= start)
+                    and (end is None or run.instant <= end)
+                ]
+                rows.append(_summary_row(flow, window))
+            return rows[page * page_size : (page + 1) * page_size]
+
+    def record_request(self, method: str, path: str, params: dict, status: int) -> None:
+        """Append to `requests` (called by the app for every response)."""
+        with self._lock:
+            self.requests.append(
+                {"method": method, "path": path, "params": dict(params), "status": status}
+            )
+
+    def fail_next(
+        self, count: int = 1, *, status: int = 503, retry_after: float | None = None
+    ) -> None:
+        """Make the next `count` authorised API requests fail with `status` (e.g. 429, 503).
+
+        The error body is `{"detail": ...}`; `retry_after` (seconds) adds a `Retry-After` header.
+        """
+        with self._lock:
+            self._faults.extend([(status, retry_after)] * count)
+
+    def take_fault(self) -> tuple[int, float | None] | None:
+        """Pop the next injected failure as (status, retry_after), or None."""
+        with self._lock:
+            return self._faults.pop(0) if self._faults else None
+
+    # ----------------------------------------------------------------- mutators
+
+    def add_run(
+        self,
+        org_id: str,
+        flow_id: str,
+        *,
+        date: datetime | None = None,
+        state: str = "COMPLETED",
+        **fields,
+    ) -> dict:
+        """Add one run and return it as served.
+
+        Args:
+            org_id, flow_id: an existing flow.
+            date: the run's start (naive is UTC); default `now`. Written in a random style
+                that denotes it exactly.
+            state: a WorkflowState value; open states have no outcome yet.
+            **fields: `ProjectRunSummary` values to set after generation (not run_id/date).
+                A `parent_run_id` of an existing run makes a sub-workflow run of it (run_type and
+                the other parent keys default from it).
+        """
+        with self._lock:
+            flow = self._flows[self._check_flow(org_id, flow_id)]
+            instant = self.now if date is None else dates.as_utc(date)
+            style = dates.pick_style(self._rng)
+            if dates.snap(instant, style) != instant:
+                style = dates.EXACT_STYLE
+            parent_run = self._runs.get(fields.get("parent_run_id") or "")
+            draft = _Draft(
+                flow=flow,
+                run_id=runs.new_uuid(self._rng),
+                instant=instant,
+                style=style,
+                state=state,
+                run_type=RunType.SUB_WORKFLOW.value if parent_run else self._draw_run_type(),
+                legacy=False,
+            )
+            run = self._build(draft, parent_run)
+            self._apply(run, fields)
+            return self._served(run)
+
+    def complete_run(self, run_id: str, *, state: str = "COMPLETED", **fields) -> dict:
+        """Finish an open run: set a final `state` and fill in its outcome, then `fields`.
+
+        The run's `date` does not change. Raises ValueError if the run is not open or `state`
+        is not final, KeyError for an unknown run.
+        """
+        with self._lock:
+            run = self._runs[run_id]
+            if run.data["state"] not in OPEN_STATES:
+                raise ValueError(f"run {run_id} is {run.data['state']}, not open")
+            if state not in FINAL_STATES:
+                raise ValueError(f"{state!r} is not a final state ({sorted(FINAL_STATES)})")
+            self._finish(run, state)
+            self._apply(run, fields)
+            return self._served(run)
+
+    def set_feedback(self, run_id: str, feedback: str | None) -> dict:
+        """Set (or clear) a run's `feedback` string; returns the run as served."""
+        return self.update_run(run_id, feedback=feedback)
+
+    def update_run(self, run_id: str, **fields) -> dict:
+        """Overwrite `ProjectRunSummary` fields of a run verbatim (no consistency is enforced:
+        use `complete_run` for a consistent completion). `run_id` and `date` cannot change."""
+        with self._lock:
+            run = self._runs[run_id]
+            self._apply(run, fields)
+            return self._served(run)
+
+    # -------------------------------------------------------------------- clock
+
+    def advance(
+        self, seconds: float, *, new_runs: bool = True, late_feedback: bool = False
+    ) -> None:
+        """Move `now` forward by `seconds`.
+
+        With `new_runs`, each flow gets new runs at its seeded rate (2-6 per hour, Poisson
+        arrivals) dated inside `(old now, new now]`, some of them open and some sub-workflows.
+        Then every open run whose date is more than `OPEN_MAX_AGE` before the new `now` is
+        finished (COMPLETED mostly, FAILED or CANCELLED sometimes); its `date` never changes.
+        With `late_feedback`, about one run per org per hour, started within the last 7 days,
+        receives feedback.
+        """
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        with self._lock:
+            start, end = self.now, self.now + timedelta(seconds=seconds)
+            if new_runs:
+                self._spawn(start, end)
+            cutoff = end - OPEN_MAX_AGE
+            for run in sorted(self._open.values(), key=_chronological):
+                if run.instant < cutoff:
+                    self._finish(run, runs.weighted(self._rng, runs.FINAL_STATE_WEIGHTS))
+            if late_feedback:
+                self._late_feedback(start, end)
+            self.now = end
+
+    # ---------------------------------------------------------------- internals
+
+    def _rng_for(self, purpose: str) -> random.Random:
+        # One stream per purpose, so that e.g. more runs per flow do not change the ids.
+        return random.Random(f"stackai-sim:{self.seed}:{purpose}")
+
+    def _check_flow(self, org_id: str, flow_id: str) -> str:
+        if not self.has_flow(org_id, flow_id):
+            raise KeyError(f"no flow {flow_id!r} in org {org_id!r}")
+        return flow_id
+
+    def _runs_of(self, org_id: str, flow_id: str) -> list[_Run]:
+        return self._flow_runs[self._check_flow(org_id, flow_id)]
+
+    def _sorted(self, selected: list[_Run]) -> list[_Run]:
+        if self._sort_order == "newest_first":
+            return sorted(selected, key=_chronological, reverse=True)
+        if self._sort_order == "oldest_first":
+            return sorted(selected, key=_chronological)
+        return sorted(selected, key=lambda run: run.shuffle_key)
+
+    def _served(self, run: _Run) -> dict:
+        served = copy.deepcopy(run.data)
+        if self._parent_style == "nested" and any(key in served for key in PARENT_KEYS):
+            parent_id = served.pop("parent_run_id", None)
+            project_id = served.pop("parent_project_id", None)
+            project_name = served.pop("parent_project_name", None)
+            served["parent"] = (
+                None
+                if parent_id is None
+                else {"run_id": parent_id, "project_id": project_id, "project_name": project_name}
+            )
+        return served
+
+    def _draw_run_type(self, rng: random.Random | None = None) -> str:
+        return runs.weighted(rng or self._rng, runs.RUN_TYPE_WEIGHTS)
+
+    def _draft(
+        self,
+        rng: random.Random,
+        flow: FlowProfile,
+        instant: datetime,
+        state: str,
+        *,
+        legacy: bool = False,
+        not_before: datetime | None = None,
+    ) -> _Draft:
+        instant, style = dates.place(instant, dates.pick_style(rng), not_before)
+        return _Draft(
+            flow=flow,
+            run_id=runs.new_uuid(rng),
+            instant=instant,
+            style=style,
+            state=state,
+            run_type=self._draw_run_type(rng),
+            legacy=legacy,
+        )
+
+    def _generate_history(self, runs_per_flow: int) -> None:
+        rng = self._rng_for("history")
+        for org_id in self._orgs:
+            drafts: dict[str, list[_Draft]] = {}
+            for flow in self._org_flows(org_id):
+                count = round(runs_per_flow * rng.uniform(0.7, 1.3))
+                recent = min(count, rng.randint(1, 3))
+                flow_drafts = []
+                for _ in range(count - recent):
+                    instant = _history_instant(rng, self.anchor)
+                    stuck_open = rng.random() < 0.005
+                    weights = runs.OPEN_STATE_WEIGHTS if stuck_open else runs.FINAL_STATE_WEIGHTS
+                    legacy = instant < self.anchor - LEGACY_BEFORE and rng.random() < 0.25
+                    state = runs.weighted(rng, weights)
+                    flow_drafts.append(self._draft(rng, flow, instant, state, legacy=legacy))
+                for _ in range(recent):
+                    instant = self.anchor - RECENT * rng.random()
+                    open_now = rng.random() < 0.6
+                    weights = runs.OPEN_STATE_WEIGHTS if open_now else runs.FINAL_STATE_WEIGHTS
+                    state = runs.weighted(rng, weights)
+                    flow_drafts.append(self._draft(rng, flow, instant, state))
+                drafts[flow.info.flow_id] = flow_drafts
+            self._link_sub_workflows(rng, drafts, share=0.08, latest=self.anchor)
+            self._materialise(rng, drafts)
+
+    def _spawn(self, start: datetime, end: datetime) -> None:
+        """New runs dated in `(start, end]` for every flow (see `advance`)."""
+        rng = self._rng
+        for org_id in self._orgs:
+            drafts = {
+                flow.info.flow_id: [
+                    self._draft(
+                        rng,
+                        flow,
+                        instant,
+                        runs.weighted(rng, runs.OPEN_STATE_WEIGHTS)
+                        if rng.random() < 0.3
+                        else runs.weighted(rng, runs.FINAL_STATE_WEIGHTS),
+                        not_before=start,
+                    )
+                    for instant in _arrivals(rng, flow.runs_per_hour, start, end)
+                ]
+                for flow in self._org_flows(org_id)
+            }
+            self._link_sub_workflows(rng, drafts, share=0.1, latest=end)
+            self._materialise(rng, drafts)
+
+    def _link_sub_workflows(
+        self,
+        rng: random.Random,
+        drafts: dict[str, list[_Draft]],
+        *,
+        share: float,
+        latest: datetime,
+    ) -> None:
+        """Turn about `share` of the drafts into sub-workflow runs of a draft in another flow of
+        the same org, starting up to `SUB_WORKFLOW_MAX_DELAY` s after it and before `latest`.
+
+        A parent is never itself a sub-workflow run (so parents can be built first).
+        """
+        limit = latest - timedelta(seconds=SUB_WORKFLOW_MAX_DELAY)
+        candidates = {
+            flow_id: [d for d in flow_drafts if not d.legacy and d.instant < limit]
+            for flow_id, flow_drafts in drafts.items()
+        }
+        for flow_id, flow_drafts in drafts.items():
+            others = [other for other in drafts if other != flow_id and candidates[other]]
+            if not others:
+                continue
+            for draft in flow_drafts:
+                if draft.legacy or draft.is_parent or rng.random() >= share:
+                    continue
+                parent = rng.choice(candidates[rng.choice(others)])
+                if parent.parent is not None:
+                    continue
+                parent.is_parent = True
+                draft.parent = parent
+                draft.run_type = RunType.SUB_WORKFLOW.value
+                delay = timedelta(seconds=rng.uniform(0.2, SUB_WORKFLOW_MAX_DELAY))
+                draft.instant, draft.style = dates.place(
+                    parent.instant + delay, draft.style, not_before=parent.instant
+                )
+
+    def _materialise(self, rng: random.Random, drafts: dict[str, list[_Draft]]) -> None:
+        """Build and register drafts, parents before their sub-workflow children."""
+        everything = [draft for flow_drafts in drafts.values() for draft in flow_drafts]
+        for draft in sorted(everything, key=lambda d: d.parent is not None):
+            parent = self._runs[draft.parent.run_id] if draft.parent else None
+            self._build(draft, parent, rng)
+
+    def _build(self, draft: _Draft, parent: _Run | None, rng: random.Random | None = None) -> _Run:
+        rng = rng or self._rng
+        org = self._orgs[draft.flow.info.org_id]
+        data = runs.build_run(
+            rng,
+            org,
+            draft.flow,
+            run_id=draft.run_id,
+            date=dates.format_date(draft.instant, draft.style),
+            state=draft.state,
+            run_type=draft.run_type,
+            legacy=draft.legacy,
+            parent=(self._flows[parent.flow_id].info, parent.data) if parent else None,
+        )
+        run = _Run(
+            org_id=org.org_id,
+            flow_id=draft.flow.info.flow_id,
+            instant=draft.instant,
+            data=data,
+            shuffle_key=hashlib.sha256(f"{self.seed}:{draft.run_id}".encode()).digest(),
+        )
+        self._runs[run.run_id] = run
+        self._flow_runs[run.flow_id].append(run)
+        if data["state"] in OPEN_STATES:
+            self._open[run.run_id] = run
+        return run
+
+    def _finish(self, run: _Run, state: str) -> None:
+        runs.settle(self._rng, run.data, self._flows[run.flow_id], state)
+        self._open.pop(run.run_id, None)
+
+    def _apply(self, run: _Run, fields: dict) -> None:
+        unknown = set(fields) - set(RUN_KEYS)
+        if unknown:
+            raise ValueError(f"not ProjectRunSummary fields: {sorted(unknown)}")
+        if {"run_id", "date"} & set(fields):
+            raise ValueError("run_id and date never change")
+        if not fields:
+            return
+        parent = self._runs.get(fields.get("parent_run_id") or "")
+        if parent is not None:
+            info = self._flows[parent.flow_id].info
+            fields = {"parent_project_id": info.flow_id, "parent_project_name": info.name} | fields
+        merged = run.data | copy.deepcopy(fields)
+        run.data = {key: merged[key] for key in RUN_KEYS if key in merged}
+        if run.data["state"] in OPEN_STATES:
+            self._open[run.run_id] = run
+        else:
+            self._open.pop(run.run_id, None)
+
+    def _org_flows(self, org_id: str) -> list[FlowProfile]:
+        return [flow for flow in self._flows.values() if flow.info.org_id == org_id]
+
+    def _late_feedback(self, start: datetime, end: datetime) -> None:
+        for org_id in self._orgs:
+            for _ in _arrivals(self._rng, 1.0, start, end):
+                eligible = [
+                    run
+                    for flow in self._org_flows(org_id)
+                    for run in self._flow_runs[flow.info.flow_id]
+                    if run.instant >= end - timedelta(days=7)
+                    and run.data["state"] in FINAL_STATES
+                    and run.data["feedback"] is None
+                ]
+                if eligible:
+                    self._rng.choice(eligible).data["feedback"] = runs.late_feedback(self._rng)
+
+
+def _chronological(run: _Run) -> tuple[datetime, str]:
+    # run_id breaks ties so runs with the same date still have one order across pages.
+    return run.instant, run.run_id
+
+
+def _history_instant(rng: random.Random, anchor: datetime) -> datetime:
+    """A start time in the 30 days before `anchor`, three times denser in UTC working hours."""
+    while True:
+        instant = anchor - HISTORY * rng.random()
+        if 8 <= instant.hour < 18 or rng.random() < 1 / 3:
+            return instant
+
+
+def _arrivals(
+    rng: random.Random, per_hour: float, start: datetime, end: datetime
+) -> list[datetime]:
+    """Poisson arrival times in `(start, end]` at `per_hour` on average."""
+    times, t = [], start
+    while True:
+        t += timedelta(seconds=rng.expovariate(per_hour / 3600.0))
+        if t > end:
+            return times
+        times.append(t)
+
+
+def _summary_row(flow: FlowProfile, window: list[dict]) -> dict:
+    """An `OrgProjectRunSummary` dict (contract: `components.schemas.OrgProjectRunSummary`)."""
+    info, owner = flow.info, flow.owner
+    avatar = hashlib.sha256(owner.email.strip().lower().encode()).hexdigest()
+    published = flow.public_ui_type is not None
+    return {
+        "project_id": info.flow_id,
+        "project_owner": {
+            "user_id": owner.user_id,
+            "email": owner.email,
+            "avatar_url": f"https://www.gravatar.com/avatar/{avatar}?d=identicon",
+        },
+        "project_type": flow.project_type,
+        "project_name": info.name,
+        "total_runs": len(window),
+        "total_errors": sum(run["state"] == "FAILED" for run in window),
+        "total_tokens": sum(run["total_tokens"] for run in window),
+        "total_users": len({run["user_id"] for run in window} - {None}),
+        "is_published": published,
+        "public_ui_url": (
+            f"https://www.stack-ai.com/{flow.public_ui_type}/{info.org_id}/{info.flow_id}"
+            if published
+            else None
+        ),
+        "public_ui_type": flow.public_ui_type,
+    }
