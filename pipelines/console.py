@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -119,6 +120,48 @@ def print_sync_summary(report: SyncReport) -> None:
         f"{runs} runs read from {ok}/{len(report.flows)} flows in {report.seconds:.1f} s",
         highlight=False,
     )
+
+
+def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
+    """The `--json` summary: `{"ok", "seconds", "error", "runs", "rejected", "flows": [...]}`,
+    each flow with status, runs, rejected, pages, requests, retries, open-run re-checks,
+    cursor before/after (ISO-8601 UTC), seconds, notes, unknown enum values and error."""
+    if report is None:
+        return {"ok": False, "seconds": 0.0, "error": error, "runs": 0, "rejected": 0, "flows": []}
+    flows = [
+        {
+            "flow": f.flow,
+            "status": f.status,
+            "runs": f.runs,
+            "rejected": f.rejected,
+            "pages": f.pages,
+            "requests": f.requests,
+            "retries": f.retries,
+            "rechecks": f.rechecks,
+            "open_runs": f.open_runs,
+            "cursor_before": f.cursor_before,
+            "cursor_after": f.cursor_after,
+            "seconds": round(f.seconds, 3),
+            "notes": f.notes,
+            "unknown_values": f.unknown_values,
+            "error": f.error,
+        }
+        for f in report.flows.values()
+    ]
+    return {
+        "ok": report.ok,
+        "seconds": round(report.seconds, 3),
+        "error": report.error,
+        "runs": sum(f.runs for f in report.flows.values()),
+        "rejected": report.rejected,
+        "flows": flows,
+    }
+
+
+def print_json_summary(report: SyncReport | None, error: str | None = None) -> None:
+    """Print `summary_dict` as one JSON document on stdout."""
+    sys.stdout.write(json.dumps(summary_dict(report, error), indent=2) + "\n")
+    sys.stdout.flush()
 
 
 DEMO_SUMMARY_SQL = """

@@ -13,16 +13,18 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dlt
 import pendulum
 from dlt.common.configuration import configspec, resolve_configuration
 from dlt.common.configuration.exceptions import ConfigurationException
-from dlt.common.configuration.specs import BaseConfiguration
+from dlt.common.configuration.specs import BaseConfiguration, RuntimeConfiguration
 from dlt.common.typing import TSecretStrValue
 
 from pipelines.stackai import endpoint
 from pipelines.stackai.client import FlowRef
+from pipelines.stackai.http import HttpSettings
 from pipelines.stackai.normalise import parse_api_datetime
 from pipelines.stackai.window import WindowRules
 
@@ -49,6 +51,9 @@ class StackAIConfiguration(BaseConfiguration):
     feedback_lookback: str | None = None
     feedback_interval: str = "P1D"
     max_concurrent_flows: int = 4
+    max_concurrent_requests: int = 8
+    connect_timeout: float = 10.0
+    lock_timeout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class SyncSettings:
         max_concurrent_flows: Flows fetched at once.
         since / until: Backfill window for this run only (aware UTC) or None.
         full_refresh: Drop what is stored for the selected flows (rows and state) and reload.
+        http: Timeouts, retries and the request limit.
+        lock_timeout: Seconds to wait for another sync of the same DuckDB file to finish.
     """
 
     base_url: str
@@ -77,6 +84,8 @@ class SyncSettings:
     since: datetime | None = None
     until: datetime | None = None
     full_refresh: bool = False
+    http: HttpSettings = field(default_factory=HttpSettings)
+    lock_timeout: float = 0.0
 
     def with_overrides(self, **changes: Any) -> SyncSettings:
         return replace(self, **changes)
@@ -148,6 +157,35 @@ def parse_flows(values: Any, what: str) -> tuple[FlowRef, ...]:
     return tuple(flows)
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
+
+
+def check_base_url(url: str, allow_insecure_http: bool = False) -> str:
+    """Validate the API root: https, or plain http only to a loopback host (the simulator).
+
+    Returns:
+        The URL without trailing slash.
+
+    Raises:
+        ConfigError: another scheme, no host, or http to a non-loopback host without
+            `allow_insecure_http` (the API key would cross the network in clear text).
+    """
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"base_url must be an https:// URL, got {url!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError("base_url must not carry credentials, a query or a fragment")
+    host = parts.hostname
+    loopback = host in LOOPBACK_HOSTS or host.startswith("127.")
+    if parts.scheme == "http" and not loopback and not allow_insecure_http:
+        raise ConfigError(
+            f"base_url {url!r} is plain http: the API key would travel unencrypted. Use https,"
+            " or pass --allow-insecure-http if you really mean it"
+        )
+    return url
+
+
 def load_settings(
     *,
     flows: list[str] | None = None,
@@ -158,6 +196,7 @@ def load_settings(
     until: str | None = None,
     api_key: str | None = None,
     full_refresh: bool = False,
+    allow_insecure_http: bool = False,
 ) -> SyncSettings:
     """Resolve the configuration and apply command-line overrides (None = not given).
 
@@ -197,9 +236,24 @@ def load_settings(
             f"sources.stackai.max_concurrent_flows must be at least 1, got"
             f" {config.max_concurrent_flows}"
         )
-    url = (base_url or config.base_url or "").strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"base_url must start with https:// (got {url!r})")
+    url = check_base_url(base_url or config.base_url or "", allow_insecure_http)
+    for name in ("max_concurrent_requests", "connect_timeout"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(
+                f"sources.stackai.{name} must be positive, got {getattr(config, name)}"
+            )
+    try:
+        runtime = resolve_configuration(RuntimeConfiguration())
+    except ConfigurationException as exc:
+        raise ConfigError(f"configuration [runtime]: {str(exc).splitlines()[0]}") from None
+    http = HttpSettings(
+        connect_timeout=float(config.connect_timeout),
+        read_timeout=float(runtime.request_timeout),
+        max_attempts=max(1, int(runtime.request_max_attempts)),
+        backoff_factor=float(runtime.request_backoff_factor),
+        max_retry_delay=float(runtime.request_max_retry_delay),
+        max_concurrent_requests=config.max_concurrent_requests,
+    )
     path = (
         duckdb_path
         or dlt.config.get("destination.duckdb.credentials", str)
@@ -240,6 +294,8 @@ def load_settings(
         since=parse_instant(since, "--since") if since else None,
         until=parse_instant(until, "--until") if until else None,
         full_refresh=full_refresh,
+        http=http,
+        lock_timeout=max(0.0, float(config.lock_timeout)),
     )
     if settings.since and settings.until and settings.since > settings.until:
         raise ConfigError(f"--since ({since}) is after --until ({until})")

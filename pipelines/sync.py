@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import dlt
 import pendulum
 from dlt.pipeline.exceptions import PipelineStepFailed
+from filelock import FileLock, Timeout
 
 from pipelines.settings import SyncSettings
 from pipelines.stackai import endpoint
-from pipelines.stackai.client import FlowRef, RunsClient, make_session
+from pipelines.stackai.client import FlowRef, RunsClient
+from pipelines.stackai.http import RequestStats, make_session
 from pipelines.stackai.report import ProgressCallback, SyncReport
 from pipelines.stackai.source import REJECTED_TABLE, stackai_source
 from pipelines.stackai.window import SyncWindow
@@ -50,6 +54,55 @@ def open_pipeline(duckdb_path: Path) -> dlt.Pipeline:
     )
 
 
+class SyncLocked(RuntimeError):
+    """Another sync holds the DuckDB file's lock and did not release it within `lock_timeout`."""
+
+
+def lock_path_for(duckdb_path: Path) -> Path:
+    """The lock file that serialises syncs of one DuckDB file (`PATH.lock`)."""
+    return duckdb_path.with_name(duckdb_path.name + ".lock")
+
+
+@contextmanager
+def sync_lock(duckdb_path: Path, timeout: float) -> Iterator[None]:
+    """Hold the DuckDB file's sync lock: one sync (or demo) per file at a time.
+
+    Args:
+        duckdb_path: The DuckDB file (its folder must exist).
+        timeout: Seconds to wait for another sync to finish; 0 = do not wait.
+
+    Raises:
+        SyncLocked: the lock is held by another process after `timeout` seconds.
+    """
+    lock = FileLock(str(lock_path_for(duckdb_path)))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        waited = f" after waiting {timeout:g} s" if timeout else ""
+        raise SyncLocked(
+            f"another stackai-runs sync is using {duckdb_path}{waited}; this run did nothing"
+            " (raise [sources.stackai] lock_timeout to wait longer)"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _explain(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    if isinstance(exc, PipelineStepFailed):
+        cause = exc.__cause__ or exc.exception
+    text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    if "lock" in text.lower() and "duckdb" in type(cause).__module__ + text.lower():
+        return (
+            "the DuckDB file is locked by another process (a DuckDB client with the file open"
+            f" for writing?): close it and rerun ({text})"
+        )
+    step = f"{exc.step} step failed: " if isinstance(exc, PipelineStepFailed) else ""
+    return f"{step}{type(cause).__name__}: {text}"
+
+
 def run_sync(
     settings: SyncSettings,
     on_progress: ProgressCallback | None = None,
@@ -64,17 +117,35 @@ def run_sync(
             simulator's clock.
 
     Returns:
-        A `SyncReport`: per flow ok/failed, pages, runs, cursors; `report.ok` is True only when
-        every flow synced and the load committed. Nothing is raised for a flow's failure.
+        A `SyncReport`: per flow ok/failed, pages, runs, requests, retries, cursors;
+        `report.ok` is True only when every flow synced and the load committed. A flow's
+        failure, a failed load or an unwritable DuckDB path is reported, not raised.
+
+    Raises:
+        SyncLocked: another sync of the same DuckDB file is running (see `lock_timeout`).
     """
     report = SyncReport(on_progress=on_progress)
     for flow in settings.flows:
         report.flow(str(flow))
     started = time.monotonic()
+    path = settings.duckdb_path.expanduser().resolve()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        report.fail_all(f"cannot create the folder of {path}: {exc.strerror or exc}")
+        return report
+    with sync_lock(path, settings.lock_timeout):
+        _sync_locked(settings, report, now)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | None) -> None:
     # dlt's extract pool size is how many flows are fetched at once (flows are parallelized
     # resources); it is read from config when the pipeline extracts.
     os.environ["EXTRACT__WORKERS"] = str(settings.max_concurrent_flows)
-    session = make_session(max_connections=settings.max_concurrent_flows * 2)
+    stats = RequestStats()
+    session = make_session(settings.http, stats, max_connections=settings.max_concurrent_flows)
     client = RunsClient(settings.base_url, settings.api_key, session, settings.page_size)
     refreshed = frozenset(str(f) for f in settings.flows) if settings.full_refresh else frozenset()
     window = SyncWindow(
@@ -84,8 +155,8 @@ def run_sync(
         until=settings.until,
         full_refresh=refreshed,
     )
-    pipeline = open_pipeline(settings.duckdb_path)
     try:
+        pipeline = open_pipeline(settings.duckdb_path)
         if pipeline.has_pending_data:
             # An earlier sync stopped after extracting (killed, disk full, ...). Its package
             # holds runs *and* the state that goes with them: load it first, or dlt's run()
@@ -93,18 +164,21 @@ def run_sync(
             log.warning("loading data left pending by an earlier sync that did not finish")
             pipeline.run()
         info = pipeline.run(stackai_source(settings.flows, client, window, report))
-    except PipelineStepFailed as exc:
-        cause = exc.__cause__ or exc
-        log.error("sync failed at the %s step: %s", exc.step, cause)
-        report.fail_all(f"{exc.step} step failed: {type(cause).__name__}: {cause}")
-    else:
         done = [f for f in settings.flows if str(f) in refreshed and report.flows[str(f)].ok]
         if done:
             _drop_rows_not_loaded_by(pipeline, done, info.loads_ids)
+    except Exception as exc:  # reported per flow and as the sync's error, never a traceback
+        message = _explain(exc)
+        log.error("sync failed: %s", message)
+        log.debug("sync failure details", exc_info=True)
+        report.fail_all(message)
     finally:
         session.close()
-    report.seconds = time.monotonic() - started
-    return report
+        for flow in settings.flows:
+            flow_report = report.flows[str(flow)]
+            suffix = "/" + flow.path
+            flow_report.requests = sum(n for p, n in stats.requests.items() if p.endswith(suffix))
+            flow_report.retries = sum(n for p, n in stats.retries.items() if p.endswith(suffix))
 
 
 def _drop_rows_not_loaded_by(

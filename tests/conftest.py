@@ -12,6 +12,12 @@ import pytest
 from pipelines.settings import SyncSettings
 from pipelines.simulator import SimulatorServer, World
 from pipelines.stackai.client import FlowRef
+from pipelines.stackai.http import HttpSettings
+
+FAST_HTTP = HttpSettings(
+    connect_timeout=5, read_timeout=10, max_attempts=3, backoff_factor=0, jitter=0.05
+)
+"""Retries that keep a test of a failing server fast (the defaults back off for minutes)."""
 
 
 @pytest.fixture(autouse=True)
@@ -57,4 +63,5 @@ def settings(
         flows=flows,
         duckdb_path=duckdb_path,
         page_size=25,
+        http=FAST_HTTP,
     )

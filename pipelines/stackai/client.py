@@ -1,8 +1,6 @@
-"""HTTP access to the "List Flow Runs" endpoint: one retrying keep-alive session, pages of runs.
+"""Pages of runs from the "List Flow Runs" endpoint, over the shared session of `http.py`.
 
-Built from dlt's pieces: `dlt.sources.helpers.requests.Client` (retries with exponential backoff
-on 429/5xx/connection errors, honouring `Retry-After`, configured from dlt's `[runtime]`
-`request_*` keys), `RESTClient.paginate` and `PageNumberPaginator`. What is ours: the end-of-data
+Built from dlt's `RESTClient.paginate` and `PageNumberPaginator`. What is ours: the end-of-data
 rule (a short page), a strict check that a page is a JSON array, and errors that name the flow.
 """
 
@@ -15,9 +13,6 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from dlt.common.configuration import resolve_configuration
-from dlt.common.configuration.specs import RuntimeConfiguration
-from dlt.sources.helpers.requests import Client
 from dlt.sources.helpers.rest_client import RESTClient
 from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
 from dlt.sources.helpers.rest_client.paginators import PageNumberPaginator
@@ -54,6 +49,19 @@ class FlowRef:
     org_id: str
     flow_id: str
 
+    def __post_init__(self) -> None:
+        for name in ("org_id", "flow_id"):
+            value = getattr(self, name)
+            if (
+                not value
+                or value in (".", "..")
+                or any(c.isspace() or not c.isprintable() for c in value)
+            ):
+                raise ValueError(
+                    f"{name} must be a non-empty id without spaces or control characters"
+                    f" and not '.' or '..', got {value!r}"
+                )
+
     def __str__(self) -> str:
         return f"{self.org_id}/{self.flow_id}"
 
@@ -62,7 +70,7 @@ class FlowRef:
         """Parse `ORG_ID/FLOW_ID`.
 
         Raises:
-            ValueError: not exactly two non-empty ids separated by one `/`.
+            ValueError: not exactly two ids separated by one `/`, or an invalid id.
         """
         parts = text.strip().split("/")
         if len(parts) != 2 or not all(p.strip() for p in parts):
@@ -75,23 +83,6 @@ class FlowRef:
         return endpoint.RUNS_PATH.format(
             org_id=quote(self.org_id, safe=""), flow_id=quote(self.flow_id, safe="")
         )
-
-
-def make_session(max_connections: int) -> requests.Session:
-    """A retrying keep-alive session shared by every flow of a sync.
-
-    Args:
-        max_connections: Size of the connection pool (at least the number of flows fetched at
-            once, so no connection is dropped and reopened between pages).
-
-    Returns:
-        A `requests.Session` whose `send` retries per dlt's `[runtime]` settings:
-        `request_timeout` (seconds), `request_max_attempts`, `request_backoff_factor`,
-        `request_max_retry_delay` (seconds, also the cap on `Retry-After`).
-    """
-    client = Client(raise_for_status=False, max_connections=max_connections)
-    client.update_from_config(resolve_configuration(RuntimeConfiguration()))
-    return client.session
 
 
 class ShortPagePaginator(PageNumberPaginator):

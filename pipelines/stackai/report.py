@@ -27,6 +27,8 @@ class FlowReport:
     cursor_after: str | None = None
     rechecks: int = 0
     open_runs: int = 0
+    requests: int = 0
+    retries: int = 0
     notes: list[str] = field(default_factory=list)
     unknown_values: dict[str, int] = field(default_factory=dict)
     error: str | None = None
@@ -83,12 +85,12 @@ class SyncReport:
             self.on_progress(report)
 
     def fail_all(self, error: str) -> None:
-        """The load failed: no flow's runs or state were committed by this sync."""
+        """The sync failed as a whole (load, destination): no flow's state was committed."""
         self.error = error
         for report in self.flows.values():
-            if report.ok:
+            if report.status != "failed":
                 report.status = "failed"
-                report.error = f"load failed: {error}"
+                report.error = f"not committed: {error}"
                 report.cursor_after = report.cursor_before
 
     @property
