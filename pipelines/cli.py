@@ -18,7 +18,7 @@ from rich.markup import escape
 from pipelines import console
 from pipelines.settings import ConfigError, SyncSettings, load_settings
 from pipelines.stackai.client import FlowRef
-from pipelines.sync import pipelines_dir_for, run_sync
+from pipelines.sync import SyncLocked, pipelines_dir_for, run_sync
 
 EXIT_OK, EXIT_FLOW_FAILED, EXIT_USAGE = 0, 1, 2
 DEMO_DUCKDB_PATH = "stackai_demo.duckdb"
@@ -40,11 +40,21 @@ def _fail_usage(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
-def _sync_and_report(settings: SyncSettings, quiet: bool, fail_on_rejected: bool = False) -> int:
-    with console.live_progress(enabled=not quiet) as on_progress:
-        report = run_sync(settings, on_progress=on_progress)
+def _sync_and_report(
+    settings: SyncSettings, quiet: bool, fail_on_rejected: bool = False, as_json: bool = False
+) -> int:
+    try:
+        with console.live_progress(enabled=not quiet and not as_json) as on_progress:
+            report = run_sync(settings, on_progress=on_progress)
+    except SyncLocked as exc:
+        console.stderr.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        if as_json:
+            console.print_json_summary(None, error=str(exc))
+        return EXIT_FLOW_FAILED
     failed = not report.ok or (fail_on_rejected and report.rejected > 0)
-    if not quiet or failed or report.rejected:
+    if as_json:
+        console.print_json_summary(report)
+    elif not quiet or failed or report.rejected:
         console.print_sync_summary(report)
     return EXIT_FLOW_FAILED if failed else EXIT_OK
 
@@ -95,6 +105,18 @@ def sync(
             help="Exit 1 when records were rejected (they are kept in flow_runs_rejected).",
         ),
     ] = False,
+    allow_insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--allow-insecure-http",
+            help="Allow a plain http:// base URL to a non-loopback host (the key travels"
+            " unencrypted).",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print a machine-readable summary on stdout (for monitoring)."),
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Warnings and failures only (for cron).")
     ] = False,
@@ -113,10 +135,11 @@ def sync(
             since=since,
             until=until,
             full_refresh=full_refresh,
+            allow_insecure_http=allow_insecure_http,
         )
     except ConfigError as exc:
         raise _fail_usage(str(exc)) from None
-    raise typer.Exit(_sync_and_report(settings, quiet, fail_on_rejected))
+    raise typer.Exit(_sync_and_report(settings, quiet, fail_on_rejected, as_json))
 
 
 @app.command()
