@@ -40,6 +40,8 @@ turned into a variant column: `normalise_run` coerces it or rejects the run to
 `flow_runs_rejected` first, and `freeze` makes any slip a loud error instead of a silent
 `__v_` column."""
 REJECTED_TABLE = "flow_runs_rejected"
+PROGRESS_EVERY_PAGES = 50
+"""A long first sync logs a progress line this often, for logs read off a terminal."""
 
 REJECTED_COLUMNS = endpoint.named_columns(
     {
@@ -122,6 +124,10 @@ def _read(
                     flow_report.count_unknown(field, value)
                 rows.append(row)
             report.page(flow_report, len(rows), len(rejected))
+            if flow_report.pages % PROGRESS_EVERY_PAGES == 0:
+                log.info(
+                    "flow %s: %d pages, %d runs so far", name, flow_report.pages, flow_report.runs
+                )
             if rows:
                 yield rows
             if rejected:
