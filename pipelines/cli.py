@@ -147,13 +147,42 @@ def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8765,
     seed: Annotated[int, typer.Option(help="Seed of the generated run history.")] = 0,
+    fault_rate: Annotated[
+        float,
+        typer.Option(
+            "--fault-rate",
+            min=0.0,
+            max=1.0,
+            help="Share of flow-run requests that get a random (seeded) fault; 0 = none.",
+        ),
+    ] = 0.0,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            metavar="KIND[:PARAM]",
+            help="A fault --fault-rate draws from (repeatable): status[:CODE], slow[:SECONDS],"
+            " truncated, reset, html, object, bad_json, wrong_content_type, records."
+            " Default: status:429, status:503, slow:0.2.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the StackAI analytics API simulator in the foreground (Ctrl-C stops it)."""
     from pipelines.simulator import World
     from pipelines.simulator.server import serve_forever
 
     console.setup_logging()
-    world = World(seed=seed)
+    chaos = {"fault_rate": fault_rate} | ({"fault_kinds": tuple(fault)} if fault else {})
+    try:
+        world = World(seed=seed, **chaos)
+    except ValueError as exc:
+        raise _fail_usage(str(exc)) from None
+    if fault_rate > 0 or fault:
+        console.stdout.print(
+            f"Faults: {fault_rate * 100:g}% of flow-run requests get one of"
+            f" {', '.join(world.fault_kinds)} (seed {seed})",
+            highlight=False,
+        )
     serve_forever(world, host=host, port=port, announce=_announce_simulator)
 
 
@@ -224,6 +253,101 @@ def demo(
             highlight=False,
         )
     raise typer.Exit(code)
+
+
+VIEWS_LOCK_WAIT_SECONDS = 300.0
+"""How long `views` waits for a running sync of the same file: replacing views while dlt loads
+would make the load fail on DuckDB's file lock."""
+
+
+def _existing_duckdb_file(duckdb_path: str | None) -> Path:
+    """The DuckDB file the flag or `[destination.duckdb] credentials` names; it must exist
+    (connecting would create an empty one)."""
+    import dlt
+
+    from pipelines.settings import DEFAULT_DUCKDB_PATH
+
+    configured = duckdb_path or dlt.config.get("destination.duckdb.credentials", str)
+    path = Path(configured or DEFAULT_DUCKDB_PATH).expanduser().resolve()
+    if not path.is_file():
+        raise _fail_usage(f"no DuckDB file at {path}: sync first, or pass --duckdb PATH")
+    return path
+
+
+@app.command()
+def views(
+    duckdb_path: Annotated[
+        str | None,
+        typer.Option("--duckdb", metavar="PATH", help="DuckDB file. Default: stackai_runs.duckdb"),
+    ] = None,
+) -> None:
+    """Create or replace the analysis views (sql/*.sql, schema stackai) in the DuckDB file."""
+    from pipelines.sync import sync_lock
+    from pipelines.views import ViewError, create_views
+
+    path = _existing_duckdb_file(duckdb_path)
+    try:
+        with sync_lock(path, VIEWS_LOCK_WAIT_SECONDS):
+            created = create_views(path)
+    except (ViewError, SyncLocked, duckdb.Error) as exc:
+        console.stderr.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FLOW_FAILED) from None
+    console.stdout.print(
+        f"{len(created)} views created or replaced in {path}: {', '.join(created)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def report(
+    since: Annotated[
+        str | None,
+        typer.Option("--since", metavar="DATE", help="Only runs started on or after this UTC day."),
+    ] = None,
+    flow: Annotated[
+        str | None, typer.Option("--flow", metavar="ORG_ID/FLOW_ID", help="Only this flow.")
+    ] = None,
+    duckdb_path: Annotated[
+        str | None,
+        typer.Option("--duckdb", metavar="PATH", help="DuckDB file. Default: stackai_runs.duckdb"),
+    ] = None,
+    chart: Annotated[
+        Path | None,
+        typer.Option(
+            "--chart",
+            metavar="FILE.png",
+            help="Also write a PNG of daily runs, failures and p95 latency per flow.",
+        ),
+    ] = None,
+) -> None:
+    """Summarise the runs from the views: per flow, top failures, top models (read-only)."""
+    from datetime import date
+
+    from pipelines import reporting
+
+    try:
+        since_day = date.fromisoformat(since) if since else None
+    except ValueError:
+        raise _fail_usage(f"--since must be a date YYYY-MM-DD, got {since!r}") from None
+    try:
+        selected = FlowRef.parse(flow) if flow else None
+    except ValueError as exc:
+        raise _fail_usage(f"--flow: {exc}") from None
+    path = _existing_duckdb_file(duckdb_path)
+    try:
+        with reporting.open_read_only(path) as con:
+            data = reporting.build_report(con, since_day, selected, source=str(path))
+    except (reporting.ReportError, duckdb.Error) as exc:
+        console.stderr.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FLOW_FAILED) from None
+    reporting.print_report(data, console.stdout)
+    if chart is not None:
+        try:
+            reporting.write_chart(data, chart)
+        except OSError as exc:
+            raise _fail_usage(f"cannot write the chart {chart}: {exc}") from None
+        console.stdout.print(f"chart written to {chart}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -5,18 +5,18 @@ produces the 422 bodies for bad `page`, `page_size` and date-times, exactly as t
 (FastAPI-built) service does. Auth is `Authorization: Bearer <key>` (the contract's `HTTPBearer`
 scheme); the bodies of 401/403/404 are FastAPI's default `{"detail": "..."}` (API-NOTES.md: not
 documented, so a client should only rely on the status code).
+
+Faults (`faults.py`) hit only the flows endpoint, after auth and the 403/404 checks.
 """
 
-import json
 from datetime import datetime
-from http import HTTPStatus
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from . import faults
 from .contract import (
     FLOWS_OPERATION_ID,
     FLOWS_PATH,
@@ -27,7 +27,7 @@ from .contract import (
     ProjectRunSummary,
     WorkflowState,
 )
-from .world import World
+from .world import KeyExpiredError, World
 
 _BEARER = HTTPBearer(auto_error=False)
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -36,38 +36,55 @@ Page = Annotated[int, Query(ge=0)]
 PageSize = Annotated[int, Query(ge=1)]
 
 
+class _SimulatorApp(FastAPI):
+    """FastAPI with `faults.FaultLayer` outside everything else, so that the layer gets the
+    server's own `send` (and through it the connection), whatever middleware FastAPI adds."""
+
+    def __init__(self, world: World, **kwargs) -> None:
+        super().__init__(**kwargs)
+
+        def record(scope, status: int | None, fault: str | None) -> None:
+            request = Request(scope)
+            world.record_request(
+                request.method, request.url.path, dict(request.query_params), status, fault
+            )
+
+        self._fault_layer = faults.FaultLayer(super().__call__, record)
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self._fault_layer(scope, receive, send)
+
+
 def create_app(world: World) -> FastAPI:
     """Build the FastAPI app serving `world`.
 
     Routes: `GET /analytics/org/{org_id}/flows/{flow_id}` (operationId `getAnalyticsDataApi`)
     and `GET /organizations/analytics/projects-run-summary`. Every response is appended to
-    `world.requests`.
+    `world.requests`; faults from `world.take_fault` hit the first one.
     """
-    app = FastAPI(
+    app = _SimulatorApp(
+        world,
         title="StackAI analytics API (simulator)",
         version="0.1.0",
         description="A seeded simulation of StackAI's analytics API, for demos and tests.",
     )
 
     def authorised_orgs(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
     ) -> frozenset[str]:
         if credentials is None:
             raise HTTPException(401, "Not authenticated", headers=_CHALLENGE)
-        orgs = world.authorize(credentials.credentials)
+        try:
+            orgs = world.authorize(credentials.credentials)
+        except KeyExpiredError:
+            faults.slot(request.scope).label = faults.KEY_EXPIRED
+            raise HTTPException(401, "API key expired", headers=_CHALLENGE) from None
         if orgs is None:
             raise HTTPException(401, "Invalid API key", headers=_CHALLENGE)
         return orgs
 
     Orgs = Annotated[frozenset[str], Depends(authorised_orgs)]
-
-    @app.middleware("http")
-    async def record(request: Request, call_next):
-        response = await call_next(request)
-        world.record_request(
-            request.method, request.url.path, dict(request.query_params), response.status_code
-        )
-        return response
 
     @app.get(
         FLOWS_PATH,
@@ -94,8 +111,11 @@ def create_app(world: World) -> FastAPI:
             raise HTTPException(403, "Not authorized for this organization")
         if not world.has_flow(org_id, flow_id):
             raise HTTPException(404, "Flow not found")
-        if fault := _injected_fault(world):
-            return fault
+        fault = world.take_fault(flow_id)
+        if fault is not None:
+            faults.mark(request.scope, fault)
+            if not fault.serves_page:
+                return faults.respond(fault)
         if world.before_page is not None:
             world.before_page(org_id, flow_id, dict(request.query_params))
         rows = world.query_runs(
@@ -108,7 +128,7 @@ def create_app(world: World) -> FastAPI:
             page=page,
             page_size=page_size,
         )
-        return _json(rows)
+        return _json(rows) if fault is None else faults.respond(fault, rows)
 
     @app.get(
         ORG_SUMMARY_PATH,
@@ -128,8 +148,6 @@ def create_app(world: World) -> FastAPI:
         start_date: datetime | None = None,
         end_date: datetime | None = None,
     ) -> Response:
-        if fault := _injected_fault(world):
-            return fault
         rows = world.project_summaries(
             orgs, start=start_date, end=end_date, page=page, page_size=page_size
         )
@@ -164,18 +182,7 @@ def _parse_states(raw: str | None) -> list[str] | None:
     return values or None
 
 
-def _injected_fault(world: World) -> Response | None:
-    """The response for a failure queued with `World.fail_next`, if any."""
-    fault = world.take_fault()
-    if fault is None:
-        return None
-    status, retry_after = fault
-    headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
-    return JSONResponse({"detail": HTTPStatus(status).phrase}, status_code=status, headers=headers)
-
-
 def _json(rows: list[dict]) -> Response:
     # Serialise the world's values untouched (a response_model would re-format `date`), with
     # the separators and raw UTF-8 of FastAPI's own JSONResponse.
-    body = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-    return Response(content=body.encode("utf-8"), media_type="application/json")
+    return Response(content=faults.json_body(rows), media_type="application/json")

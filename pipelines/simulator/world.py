@@ -24,6 +24,7 @@ from .contract import (
     RUN_KEYS,
     RunType,
 )
+from .faults import Fault
 from .runs import FlowInfo, FlowProfile, OrgProfile
 
 HISTORY = timedelta(days=30)
@@ -40,6 +41,12 @@ SUB_WORKFLOW_MAX_DELAY = 30.0
 
 SORT_ORDERS = ("newest_first", "oldest_first", "unordered")
 PARENT_STYLES = ("flat", "nested")
+DEFAULT_FAULT_KINDS = ("status:429", "status:503", "slow:0.2")
+"""What the seeded chaos (`World.fault_rate`) draws from unless told otherwise."""
+
+
+class KeyExpiredError(Exception):
+    """`World.authorize` was given `World.api_key` after `World.expire_key_after` ran out."""
 
 
 @dataclass
@@ -85,6 +92,8 @@ class World:
         runs_per_flow: mean history size per flow; each flow gets within +-30% of it.
         sort_order: see `sort_order`.
         parent_style: see `parent_style`.
+        fault_rate: see `fault_rate` (seeded chaos; 0 = off).
+        fault_kinds: see `fault_kinds`.
 
     Attributes:
         api_key: a Bearer key accepted for every org (`"sk-sim-"` + 32 hex digits).
@@ -92,7 +101,13 @@ class World:
         now: the simulator clock (aware UTC); only `advance` moves it.
         before_page: if set, called as `(org_id, flow_id, query_params)` before each page of
             the flows endpoint is computed, outside the lock (it may mutate the world).
-        requests: every request served, as `{"method", "path", "params", "status"}` dicts.
+        requests: every request served, as `{"method", "path", "params", "status", "fault"}`
+            dicts; `fault` is the kind of the `Fault` served (or "key_expired" for the 401 of an
+            expired key), else None; `status` is None when no response was sent (`reset`).
+
+    Faults (see `faults.py` for what a client sees): `inject` queues faults for the next
+    requests of the flows endpoint, `expire_key_after` retires `api_key`, and `fault_rate`
+    turns on seeded random chaos.
     """
 
     def __init__(
@@ -105,6 +120,8 @@ class World:
         runs_per_flow: int = 400,
         sort_order: str = "newest_first",
         parent_style: str = "flat",
+        fault_rate: float = 0.0,
+        fault_kinds: tuple[str, ...] = DEFAULT_FAULT_KINDS,
     ) -> None:
         if orgs < 1 or flows_per_org < 1 or runs_per_flow < 0:
             raise ValueError("need at least one org and one flow per org, and runs_per_flow >= 0")
@@ -118,7 +135,11 @@ class World:
         self.parent_style = parent_style
         self.before_page: Callable[[str, str, dict], None] | None = None
         self.requests: list[dict] = []
-        self._faults: list[tuple[int, float | None]] = []
+        self._faults: list[Fault] = []
+        self._fault_rng = self._rng_for("faults")
+        self.fault_rate = fault_rate
+        self.fault_kinds = fault_kinds
+        self._key_uses_left: int | None = None
         self._runs: dict[str, _Run] = {}
         self._flow_runs: dict[str, list[_Run]] = {}
         self._open: dict[str, _Run] = {}
@@ -172,6 +193,37 @@ class World:
         self._parent_style = value
 
     @property
+    def fault_rate(self) -> float:
+        """Probability (0-1) that a flows-endpoint request without a queued fault gets one
+        random fault of `fault_kinds`, drawn from the world's own seeded "faults" stream: the
+        same seed and the same sequence of requests give the same faults. One draw per such
+        request whenever the rate is above 0, also when a queued fault takes precedence."""
+        return self._fault_rate
+
+    @fault_rate.setter
+    def fault_rate(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"fault_rate must be between 0 and 1, not {value!r}")
+        self._fault_rate = float(value)
+
+    @property
+    def fault_kinds(self) -> tuple[str, ...]:
+        """The faults the chaos draws from (uniformly), as `"kind"` or `"kind:param"` strings
+        (`Fault.parse`): e.g. "status:429", "slow:0.2", "truncated"."""
+        return tuple(self._chaos_specs)
+
+    @fault_kinds.setter
+    def fault_kinds(self, value: Iterable[str]) -> None:
+        if isinstance(value, str):
+            value = (value,)
+        specs = tuple(spec.strip() for spec in value)
+        if not specs:
+            raise ValueError("fault_kinds needs at least one kind")
+        faults = [Fault.parse(spec) for spec in specs]  # ValueError for a bad spec
+        with self._lock:
+            self._chaos_specs, self._chaos = specs, faults
+
+    @property
     def request_count(self) -> int:
         return len(self.requests)
 
@@ -220,13 +272,30 @@ class World:
     # ------------------------------------------------------------- API queries
 
     def authorize(self, api_key: str) -> frozenset[str] | None:
-        """The org ids `api_key` may read, or None if the key is not valid."""
-        if secrets.compare_digest(api_key.encode(), self.api_key.encode()):
-            return frozenset(self._orgs)
-        for org_id, key in self.org_api_keys.items():
-            if secrets.compare_digest(api_key.encode(), key.encode()):
-                return frozenset({org_id})
-        return None
+        """The org ids `api_key` may read, or None if the key is not valid.
+
+        Each successful call counts against `expire_key_after`.
+
+        Raises:
+            KeyExpiredError: `api_key` is `self.api_key` and it has expired.
+        """
+        with self._lock:
+            if secrets.compare_digest(api_key.encode(), self.api_key.encode()):
+                if self._key_uses_left == 0:
+                    raise KeyExpiredError("API key expired")
+                orgs = frozenset(self._orgs)
+            else:
+                orgs = next(
+                    (
+                        frozenset({org_id})
+                        for org_id, key in self.org_api_keys.items()
+                        if secrets.compare_digest(api_key.encode(), key.encode())
+                    ),
+                    None,
+                )
+            if orgs is not None and self._key_uses_left:
+                self._key_uses_left -= 1
+            return orgs
 
     def has_flow(self, org_id: str, flow_id: str) -> bool:
         flow = self._flows.get(flow_id)
@@ -297,27 +366,89 @@ class World:
                 rows.append(_summary_row(flow, window))
             return rows[page * page_size : (page + 1) * page_size]
 
-    def record_request(self, method: str, path: str, params: dict, status: int) -> None:
+    def record_request(
+        self, method: str, path: str, params: dict, status: int | None, fault: str | None = None
+    ) -> None:
         """Append to `requests` (called by the app for every response)."""
         with self._lock:
             self.requests.append(
-                {"method": method, "path": path, "params": dict(params), "status": status}
+                {
+                    "method": method,
+                    "path": path,
+                    "params": dict(params),
+                    "status": status,
+                    "fault": fault,
+                }
             )
 
-    def fail_next(
-        self, count: int = 1, *, status: int = 503, retry_after: float | None = None
-    ) -> None:
-        """Make the next `count` authorised API requests fail with `status` (e.g. 429, 503).
+    # ------------------------------------------------------------------- faults
 
-        The error body is `{"detail": ...}`; `retry_after` (seconds) adds a `Retry-After` header.
+    def inject(self, kind: str, *, count: int = 1, flow_id: str | None = None, **params) -> None:
+        """Queue `count` faults of `kind` for the next matching flows-endpoint requests.
+
+        A request matches when it passed auth and names an existing flow that is `flow_id`
+        (None: any flow); it takes the first matching fault in the queue (others stay queued,
+        in order). Queued faults take precedence over the chaos of `fault_rate`.
+
+        Args:
+            kind: one of `faults.KINDS`: "status", "slow", "truncated", "reset", "html",
+                "object", "bad_json", "wrong_content_type", "records".
+            count: how many requests get it (>= 0).
+            flow_id: target one flow; None: any.
+            **params: the kind's parameters, as `Fault` fields: `status`, `retry_after`
+                (status); `seconds` (slow); `records` (records).
+
+        Raises:
+            ValueError: unknown kind, bad value, or a parameter the kind does not take
+                (TypeError for an unknown parameter name).
+        """
+        if count < 0:
+            raise ValueError(f"count must be >= 0, not {count}")
+        fault = Fault(kind, flow_id=flow_id, **params)
+        with self._lock:
+            self._faults.extend([fault] * count)
+
+    def fail_next(
+        self, count: int = 1, *, status: int = 503, retry_after: float | str | None = None
+    ) -> None:
+        """Shorthand for `inject("status", ...)`: the next `count` flows-endpoint requests get
+        `status` (e.g. 429, 503) with `{"detail": <reason phrase>}`; `retry_after` (seconds, or
+        a str sent verbatim) adds a `Retry-After` header."""
+        self.inject("status", count=count, status=status, retry_after=retry_after)
+
+    def pending_faults(self) -> list[Fault]:
+        """The queued faults, next first."""
+        with self._lock:
+            return list(self._faults)
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault (the chaos of `fault_rate` is not affected)."""
+        with self._lock:
+            self._faults.clear()
+
+    def take_fault(self, flow_id: str) -> Fault | None:
+        """The fault for this request of the flows endpoint for `flow_id`, or None.
+
+        Called by the app once per authorised request of an existing flow: pops the first
+        queued fault matching `flow_id`, else draws the chaos of `fault_rate`.
         """
         with self._lock:
-            self._faults.extend([(status, retry_after)] * count)
+            chaos = None
+            if self._fault_rate > 0 and self._fault_rng.random() < self._fault_rate:
+                chaos = self._fault_rng.choice(self._chaos)
+            for index, fault in enumerate(self._faults):
+                if fault.matches(flow_id):
+                    return self._faults.pop(index)
+            return chaos
 
-    def take_fault(self) -> tuple[int, float | None] | None:
-        """Pop the next injected failure as (status, retry_after), or None."""
+    def expire_key_after(self, n: int | None) -> None:
+        """Reject `api_key` (401 `{"detail": "API key expired"}`, for every org) once `n` more
+        requests have passed auth (with any key); `n` 0: from the next request on. None lifts
+        the expiry. The per-org keys never expire."""
+        if n is not None and n < 0:
+            raise ValueError(f"n must be >= 0, not {n}")
         with self._lock:
-            return self._faults.pop(0) if self._faults else None
+            self._key_uses_left = n
 
     # ----------------------------------------------------------------- mutators
 

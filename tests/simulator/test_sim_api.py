@@ -342,9 +342,10 @@ class TestRequestLog:
                 "path": path,
                 "params": {"page": "2", "page_size": "5"},
                 "status": 200,
+                "fault": None,
             },
-            {"method": "GET", "path": path, "params": {"page": "-1"}, "status": 422},
-            {"method": "GET", "path": SUMMARY_PATH, "params": {}, "status": 401},
+            {"method": "GET", "path": path, "params": {"page": "-1"}, "status": 422, "fault": None},
+            {"method": "GET", "path": SUMMARY_PATH, "params": {}, "status": 401, "fault": None},
         ]
         assert world.request_count == 3
 
