@@ -246,7 +246,10 @@ def demo(
     if code == EXIT_OK:
         with duckdb.connect(str(path)) as con:
             con.execute(f"create table if not exists {DEMO_MARKER_TABLE} (written_by text)")
-        console.print_demo_summary(path)
+        from pipelines import reporting
+
+        with reporting.open_read_only(path) as con:
+            reporting.print_report(reporting.build_report(con, source=str(path)), console.stdout)
         console.stdout.print(
             f'\nQuery it: duckdb {path} "select state, count(*) from stackai.flow_runs'
             ' group by state"',
@@ -280,6 +283,14 @@ def views(
         str | None,
         typer.Option("--duckdb", metavar="PATH", help="DuckDB file. Default: stackai_runs.duckdb"),
     ] = None,
+    sql_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--sql-dir",
+            metavar="DIR",
+            help="Folder of NNN_<view>.sql files. Default: the repository's sql/.",
+        ),
+    ] = None,
 ) -> None:
     """Create or replace the analysis views (sql/*.sql, schema stackai) in the DuckDB file."""
     from pipelines.sync import sync_lock
@@ -288,7 +299,7 @@ def views(
     path = _existing_duckdb_file(duckdb_path)
     try:
         with sync_lock(path, VIEWS_LOCK_WAIT_SECONDS):
-            created = create_views(path)
+            created = create_views(path, sql_dir=sql_dir)
     except (ViewError, SyncLocked, duckdb.Error) as exc:
         console.stderr.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FLOW_FAILED) from None

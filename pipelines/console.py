@@ -8,9 +8,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
-import duckdb
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
@@ -162,56 +160,3 @@ def print_json_summary(report: SyncReport | None, error: str | None = None) -> N
     """Print `summary_dict` as one JSON document on stdout."""
     sys.stdout.write(json.dumps(summary_dict(report, error), indent=2) + "\n")
     sys.stdout.flush()
-
-
-DEMO_SUMMARY_SQL = """
-with calls as (
-    select run_id, count(*) as llm_calls
-    from stackai.flow_runs__llm_usage
-    group by run_id
-)
-select
-    r.org_id || '/' || r.flow_id as flow,
-    count(*) as runs,
-    count(*) filter (where r.state = 'COMPLETED') as completed,
-    count(*) filter (where r.state = 'FAILED') as failed,
-    count(*) filter (where r.state = 'CANCELLED') as cancelled,
-    count(*) filter (where r.state in ('PENDING', 'PAUSED', 'RESUMED')) as open,
-    coalesce(sum(r.total_tokens), 0) as tokens,
-    coalesce(sum(c.llm_calls), 0) as llm_calls
-from stackai.flow_runs as r
-left join calls as c using (run_id)
-group by r.org_id, r.flow_id
-order by flow
-"""
-
-TOP_ERRORS_SQL = """
-select error, count(*) as runs
-from stackai.flow_runs
-where state = 'FAILED' and error is not null
-group by error
-order by runs desc, error
-limit 5
-"""
-
-
-def print_demo_summary(duckdb_path: Path) -> None:
-    """Runs per flow and state, tokens and the most frequent failures, read from the file."""
-    with duckdb.connect(str(duckdb_path), read_only=True) as con:
-        result = con.execute(DEMO_SUMMARY_SQL)
-        columns = [d[0] for d in result.description]
-        rows = result.fetchall()
-        errors = con.execute(TOP_ERRORS_SQL).fetchall()
-    table = Table(title=f"stackai.flow_runs in {duckdb_path}", title_justify="left")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "flow" else "right")
-    for row in rows:
-        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
-    stdout.print(table)
-    if errors:
-        failures = Table(title="most frequent failures", title_justify="left")
-        failures.add_column("error")
-        failures.add_column("runs", justify="right")
-        for error, count in errors:
-            failures.add_row(error, str(count))
-        stdout.print(failures)

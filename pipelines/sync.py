@@ -22,11 +22,12 @@ from pipelines.stackai.http import RequestStats, make_session
 from pipelines.stackai.report import ProgressCallback, SyncReport
 from pipelines.stackai.source import REJECTED_TABLE, stackai_source
 from pipelines.stackai.window import SyncWindow
+from pipelines.views import SourceTablesMissing, ViewError, create_views
 
 log = logging.getLogger(__name__)
 
 PIPELINE_NAME = "stackai_runs"
-DATASET_NAME = "stackai"
+DATASET_NAME = endpoint.DATASET_NAME
 
 
 def pipelines_dir_for(duckdb_path: Path) -> Path:
@@ -163,10 +164,15 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             # would load only it and skip this sync's extract.
             log.warning("loading data left pending by an earlier sync that did not finish")
             pipeline.run()
-        info = pipeline.run(stackai_source(settings.flows, client, window, report))
+        # jsonl, not dlt's default insert_values: the SQL writer strips NUL characters from
+        # text, and inputs/outputs must land byte for byte as the API sent them.
+        info = pipeline.run(
+            stackai_source(settings.flows, client, window, report), loader_file_format="jsonl"
+        )
         done = [f for f in settings.flows if str(f) in refreshed and report.flows[str(f)].ok]
         if done:
             _drop_rows_not_loaded_by(pipeline, done, info.loads_ids)
+        _refresh_views(settings.duckdb_path, report)
     except Exception as exc:  # reported per flow and as the sync's error, never a traceback
         message = _explain(exc)
         log.error("sync failed: %s", message)
@@ -179,6 +185,19 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             suffix = "/" + flow.path
             flow_report.requests = sum(n for p, n in stats.requests.items() if p.endswith(suffix))
             flow_report.retries = sum(n for p, n in stats.retries.items() if p.endswith(suffix))
+
+
+def _refresh_views(duckdb_path: Path, report: SyncReport) -> None:
+    """Create or replace the `sql/` views after a load; a broken view never undoes the load."""
+    try:
+        created = create_views(duckdb_path.expanduser().resolve())
+    except SourceTablesMissing:
+        log.info("views not created yet: no run has been loaded")
+    except ViewError as exc:
+        report.error = f"views not refreshed (the data is loaded): {exc}"
+        log.error("%s", report.error)
+    else:
+        log.info("%d views created or replaced", len(created))
 
 
 def _drop_rows_not_loaded_by(

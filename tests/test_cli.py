@@ -102,7 +102,7 @@ def test_demo_syncs_the_simulator_and_summarises(tmp_path):
     path = tmp_path / "demo.duckdb"
     first = stackai_runs("demo", "--duckdb", str(path))
     assert first.returncode == 0, first.stderr
-    assert "stackai.flow_runs in" in first.stdout
+    assert "stackai-runs report" in first.stdout and "top 5 failures" in first.stdout
     with duckdb.connect(str(path), read_only=True) as con:
         runs, distinct = con.execute(
             "select count(*), count(distinct run_id) from stackai.flow_runs"

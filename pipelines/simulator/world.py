@@ -59,6 +59,8 @@ class _Run:
     """What the API serves in the flat parent style."""
     shuffle_key: bytes = field(repr=False)
     """Position in the "unordered" sort order: stable across requests, unrelated to dates."""
+    extra: dict = field(default_factory=dict)
+    """Keys outside the contract (`update_run(new_fields=...)`): the API growing a field."""
 
     @property
     def run_id(self) -> str:
@@ -512,12 +514,23 @@ class World:
         """Set (or clear) a run's `feedback` string; returns the run as served."""
         return self.update_run(run_id, feedback=feedback)
 
-    def update_run(self, run_id: str, **fields) -> dict:
+    def update_run(self, run_id: str, *, new_fields: dict | None = None, **fields) -> dict:
         """Overwrite `ProjectRunSummary` fields of a run verbatim (no consistency is enforced:
-        use `complete_run` for a consistent completion). `run_id` and `date` cannot change."""
+        use `complete_run` for a consistent completion). `run_id` and `date` cannot change.
+
+        `new_fields` sets keys the contract does not have (the API growing a field; a value of
+        None removes such a key again), served after the contract's keys.
+        """
         with self._lock:
             run = self._runs[run_id]
             self._apply(run, fields)
+            for key, value in (new_fields or {}).items():
+                if key in RUN_KEYS or key == "parent":
+                    raise ValueError(f"{key!r} is a contract field: pass it as a keyword")
+                if value is None:
+                    run.extra.pop(key, None)
+                else:
+                    run.extra[key] = copy.deepcopy(value)
             return self._served(run)
 
     # -------------------------------------------------------------------- clock
@@ -570,7 +583,7 @@ class World:
         return sorted(selected, key=lambda run: run.shuffle_key)
 
     def _served(self, run: _Run) -> dict:
-        served = copy.deepcopy(run.data)
+        served = copy.deepcopy(run.data) | copy.deepcopy(run.extra)
         if self._parent_style == "nested" and any(key in served for key in PARENT_KEYS):
             parent_id = served.pop("parent_run_id", None)
             project_id = served.pop("parent_project_id", None)

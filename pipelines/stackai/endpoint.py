@@ -78,6 +78,9 @@ LLM_PROVIDERS: Final = (
 CONNECTION_ORIGINS: Final = ("stack_ai", "external_db", "external_ephemeral")
 """`components.schemas.LLMConnectionOrigin`."""
 
+DATASET_NAME: Final = "stackai"
+"""The dataset (DuckDB schema) every table and view lives in."""
+
 RUNS_TABLE: Final = "flow_runs"
 LLM_USAGE_TABLE: Final = "flow_runs__llm_usage"
 """dlt names a nested list's table `<parent>__<field>`; stated here because users' SQL uses it."""

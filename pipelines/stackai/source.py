@@ -137,16 +137,7 @@ def _read(
                     len(rejected),
                     rejected[0]["reason"],
                 )
-                yield dlt.mark.with_hints(
-                    rejected,
-                    dlt.mark.make_hints(
-                        table_name=REJECTED_TABLE,
-                        write_disposition="append",
-                        primary_key=(),
-                        columns=REJECTED_COLUMNS,
-                    ),
-                    create_table_variant=True,
-                )
+                yield dlt.mark.with_table_name(rejected, REJECTED_TABLE)
 
 
 def _safe_error(exc: BaseException) -> str:
@@ -218,6 +209,18 @@ def flow_runs(
             flow_report.cursor_after,
         )
 
+    # The rejected records' table is a variant of this resource's hints. A variant starts as a
+    # copy of the resource's (merge on run_id, the run columns): clear those first, then give it
+    # its own append-only columns.
+    runs.apply_hints(
+        table_name=REJECTED_TABLE,
+        create_table_variant=True,
+        write_disposition="append",
+        primary_key=(),
+        columns={},
+        nested_hints={},
+    )
+    runs.apply_hints(table_name=REJECTED_TABLE, create_table_variant=True, columns=REJECTED_COLUMNS)
     return runs
 
 

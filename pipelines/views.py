@@ -1,0 +1,167 @@
+"""The SQL layer: create or replace the analysis views of `sql/` in a DuckDB file.
+
+Each `sql/NNN_<view>.sql` file holds one `create or replace view stackai.<view> as ...`
+statement; files run in the order of their numeric prefix (later views read earlier ones), all
+in one transaction, so a broken file leaves every view as it was and the loaded data untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from pipelines.stackai import endpoint
+from pipelines.stackai.endpoint import DATASET_NAME
+
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+"""The repository's `sql/` folder. The package is installed editable from a clone (setuptools
+packages only `pipelines*`), so the files are found beside the package, not inside it."""
+
+VIEW_FILE = re.compile(r"^(?P<order>[0-9]+)_(?P<view>[a-z][a-z0-9_]*)\.sql$")
+
+SOURCE_TABLES = (endpoint.RUNS_TABLE, endpoint.LLM_USAGE_TABLE)
+"""The dlt tables the views read. dlt creates a table only when its first row loads, so a file
+synced from flows with no run yet (or no LLM call yet) lacks them."""
+
+
+class ViewError(RuntimeError):
+    """A view could not be created; no view was changed.
+
+    Attributes:
+        path: the view file at fault, or None when the cause is not one file (no `sql/`
+            folder, a source table missing).
+    """
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class SourceTablesMissing(ViewError):
+    """The dlt tables the views read do not exist yet: nothing was synced (or no run had an
+    LLM call). Sync first; the views can be created after any sync that loads them."""
+
+
+@dataclass(frozen=True)
+class ViewFile:
+    path: Path
+    order: int
+    view: str
+    """The view the file must create, `stackai.<view>`, from the file name."""
+
+
+def view_files(sql_dir: Path | str | None = None) -> list[ViewFile]:
+    """The view files of `sql_dir` (default `SQL_DIR`) in execution order.
+
+    Raises:
+        ViewError: the folder does not exist, holds no `.sql` file, or a `.sql` file is not named
+            `NNN_<view>.sql` (lowercase view name).
+    """
+    folder = Path(sql_dir) if sql_dir is not None else SQL_DIR
+    if not folder.is_dir():
+        raise ViewError(
+            f"no SQL folder at {folder}: the views live in the repository's sql/ folder"
+            " (install the package editable from a clone, or pass the folder)"
+        )
+    files = []
+    for path in folder.glob("*.sql"):
+        match = VIEW_FILE.match(path.name)
+        if match is None:
+            raise ViewError(
+                f"{path}: a view file is named NNN_<view>.sql (lowercase view name)", path
+            )
+        files.append(ViewFile(path, int(match["order"]), match["view"]))
+    if not files:
+        raise ViewError(f"no view files (*.sql) in {folder}")
+    return sorted(files, key=lambda f: (f.order, f.path.name))
+
+
+def create_views(
+    con_or_path: duckdb.DuckDBPyConnection | Path | str, sql_dir: Path | str | None = None
+) -> list[str]:
+    """Create or replace every view of `sql_dir` in one transaction, in file order.
+
+    Idempotent: running it again replaces each view with the same definition.
+
+    Args:
+        con_or_path: an open read-write DuckDB connection (not inside a transaction), or the
+            path of an existing DuckDB file (opened and closed here).
+        sql_dir: the folder of view files; default the repository's `sql/`.
+
+    Returns:
+        The qualified names of the views created, in file order (`["stackai.runs", ...]`).
+
+    Raises:
+        SourceTablesMissing: `stackai.flow_runs` or `stackai.flow_runs__llm_usage` does not
+            exist yet (nothing was changed).
+        ViewError: a file is not exactly one statement creating `stackai.<view>` (its name), or
+            its SQL fails; the message names the file. No view was changed.
+        FileNotFoundError: `con_or_path` is a path and no file exists there.
+    """
+    files = view_files(sql_dir)
+    if isinstance(con_or_path, duckdb.DuckDBPyConnection):
+        return _create_all(con_or_path, files)
+    path = Path(con_or_path).expanduser()
+    if not path.is_file():
+        # duckdb.connect would create an empty database there.
+        raise FileNotFoundError(f"no DuckDB file at {path}")
+    with duckdb.connect(str(path)) as con:
+        return _create_all(con, files)
+
+
+def _create_all(con: duckdb.DuckDBPyConnection, files: list[ViewFile]) -> list[str]:
+    existing = {
+        name
+        for (name,) in con.execute(
+            "select table_name from information_schema.tables"
+            " where table_schema = ? and table_type = 'BASE TABLE'",
+            [DATASET_NAME],
+        ).fetchall()
+    }
+    missing = [f"{DATASET_NAME}.{t}" for t in SOURCE_TABLES if t not in existing]
+    if missing:
+        raise SourceTablesMissing(
+            f"{' and '.join(missing)} {'does' if len(missing) == 1 else 'do'} not exist yet:"
+            " the views read them, and dlt creates each with the first run (or LLM call) it"
+            " loads; sync first"
+        )
+    created = []
+    con.execute("begin transaction")
+    try:
+        for file in files:
+            created.append(_create_one(con, file))
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
+    return created
+
+
+def _create_one(con: duckdb.DuckDBPyConnection, file: ViewFile) -> str:
+    name = f"{DATASET_NAME}.{file.view}"
+    try:
+        sql = file.path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ViewError(f"{file.path}: cannot read: {exc}", file.path) from exc
+    try:
+        statements = con.extract_statements(sql)
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.CREATE:
+            raise ViewError(
+                f"{file.path}: must hold exactly one statement, create or replace view {name}",
+                file.path,
+            )
+        con.execute(sql)
+        found = con.execute(
+            "select count(*) from duckdb_views() where schema_name = ? and view_name = ?",
+            [DATASET_NAME, file.view],
+        ).fetchall()[0][0]
+    except duckdb.Error as exc:
+        # DuckDB's message ends with the offending line and a caret: keep it whole.
+        message = str(exc).strip() or type(exc).__name__
+        raise ViewError(f"{file.path}: {message}", file.path) from exc
+    if not found:
+        raise ViewError(f"{file.path}: does not create the view {name} its name says", file.path)
+    return name

@@ -1,0 +1,52 @@
+-- stackai.daily_llm_usage: LLM calls and tokens by provider and model, per flow and day.
+--
+-- Grain: one row per (org_id, flow_id, run_date, provider, model_id) with at least one call;
+-- run_date is the UTC day the calling run started (from stackai.runs). Sum over org_id and
+-- flow_id for the whole org or everything.
+--
+-- Columns:
+--   org_id, flow_id, run_date  the flow and the UTC day of the runs
+--   provider, model_id         varchar  as received (LLMProviderEnum, model id); may be null
+--   calls                      bigint   LLM calls (rows of stackai.flow_runs__llm_usage)
+--   runs                       bigint   distinct runs that made at least one such call
+--   tokens, input_tokens,      bigint   sums over the calls that reported usage (0 when none)
+--   output_tokens
+--   calls_without_usage        bigint   calls whose provider reported no token count
+
+create or replace view stackai.daily_llm_usage as
+
+with llm_calls as (
+    select
+        run_id,
+        provider,
+        model_id,
+        tokens,
+        input_tokens,
+        output_tokens
+    from stackai.flow_runs__llm_usage
+),
+
+llm_calls_by_day as (
+    select
+        runs.org_id,
+        runs.flow_id,
+        runs.run_date,
+        llm_calls.*
+    from llm_calls
+    inner join stackai.runs as runs on llm_calls.run_id = runs.run_id
+)
+
+select
+    org_id,
+    flow_id,
+    run_date,
+    provider,
+    model_id,
+    count(*) as calls,
+    count(distinct run_id) as runs,
+    cast(coalesce(sum(tokens), 0) as bigint) as tokens,
+    cast(coalesce(sum(input_tokens), 0) as bigint) as input_tokens,
+    cast(coalesce(sum(output_tokens), 0) as bigint) as output_tokens,
+    count(*) filter (where tokens is null) as calls_without_usage
+from llm_calls_by_day
+group by org_id, flow_id, run_date, provider, model_id

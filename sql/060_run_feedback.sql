@@ -1,0 +1,54 @@
+-- stackai.run_feedback: the runs that received feedback, with the rating when there is one.
+-- Feedback is a free-form string: structured JSON such as {"rating": 5, "comment": "..."} or
+-- plain text such as "great answer"; both are kept.
+--
+-- Grain: one row per run whose feedback is not null or blank. Average `rating` per flow_id for
+-- a score; count rows per flow_id for how often users react.
+--
+-- Columns:
+--   org_id, flow_id, run_id  varchar
+--   date                     timestamptz  run start
+--   run_date                 date         its UTC day
+--   state                    varchar      the run's state
+--   feedback                 varchar      as received
+--   feedback_json            json         the same, parsed, when it is valid JSON; else null
+--   is_structured            boolean      feedback is valid JSON
+--   rating                   double       feedback_json's top-level `rating` when it is a JSON
+--                                         number; else null (plain text, no rating, a string)
+--   comment                  varchar      feedback_json's top-level `comment` (as text) when the
+--                                         feedback is a JSON object that has one; else null
+
+create or replace view stackai.run_feedback as
+
+with runs_with_feedback as (
+    select
+        org_id,
+        flow_id,
+        run_id,
+        date,
+        run_date,
+        state,
+        feedback,
+        feedback_json
+    from stackai.runs
+    where nullif(trim(feedback), '') is not null
+)
+
+select
+    org_id,
+    flow_id,
+    run_id,
+    date,
+    run_date,
+    state,
+    feedback,
+    feedback_json,
+    feedback_json is not null as is_structured,
+    case
+        when json_type(feedback_json, '$.rating') in ('UBIGINT', 'BIGINT', 'HUGEINT', 'DOUBLE')
+            then cast(feedback_json ->> '$.rating' as double)
+    end as rating,
+    case
+        when json_type(feedback_json) = 'OBJECT' then feedback_json ->> '$.comment'
+    end as comment
+from runs_with_feedback

@@ -1,0 +1,280 @@
+"""A flaky API and bad input, through the simulator's fault modes over real HTTP: retries, failure
+isolation, quarantine, lossless text, stable types, and two syncs of one file at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines.sync import open_pipeline, run_sync
+from tests.support.truth import assert_matches, expected_runs, loaded_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cursor(settings, flow) -> str | None:
+    resources = open_pipeline(settings.duckdb_path).state["sources"]["stackai"]["resources"]
+    return resources.get(str(flow), {}).get("cursor")
+
+
+def requests_for(world, flow) -> list[dict]:
+    return [r for r in world.requests if f"/flows/{flow.flow_id}" in r["path"]]
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [
+        ("status", {"status": 429, "retry_after": "1"}),
+        ("status", {"status": 429, "retry_after": "0"}),
+        ("status", {"status": 503, "retry_after": "-5"}),
+        ("status", {"status": 500}),
+        ("status", {"status": 502}),
+        ("slow", {"seconds": 1.5}),
+        ("truncated", {}),
+        ("reset", {}),
+    ],
+)
+def test_transient_faults_are_retried_and_nothing_is_lost(settings, world, kind, params):
+    flow = settings.flows[0]
+    fast = (
+        settings.with_overrides(
+            http=settings.http.__class__(**{**settings.http.__dict__, "read_timeout": 0.5})
+        )
+        if kind == "slow"
+        else settings
+    )
+    world.inject(kind, count=2, flow_id=flow.flow_id, **params)
+    report = run_sync(fast, now=world.now)
+    assert report.ok, report.flows[str(flow)].error
+    assert report.flows[str(flow)].retries == 2
+    faulted = [r for r in requests_for(world, flow) if r["fault"] == kind]
+    assert len(faulted) == 2
+    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world))
+
+
+def test_a_burst_longer_than_the_attempts_fails_that_flow_only(settings, world):
+    broken, healthy = settings.flows[0], settings.flows[1:]
+    world.inject("status", count=settings.http.max_attempts, flow_id=broken.flow_id, status=503)
+    report = run_sync(settings, now=world.now)
+    assert [f.flow for f in report.failed] == [str(broken)]
+    error = report.flows[str(broken)].error
+    assert error.startswith("HTTP 503 from http://127.0.0.1") and broken.flow_id in error
+    assert report.flows[str(broken)].retries == settings.http.max_attempts - 1
+    assert cursor(settings, broken) is None
+    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world, healthy))
+    assert run_sync(settings, now=world.now).ok
+    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world))
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("html", "not JSON (content type)"),
+        ("wrong_content_type", "not JSON (content type)"),
+        ("bad_json", "not valid JSON"),
+        ("object", "a JSON dict, not an array"),
+    ],
+)
+def test_a_page_that_is_not_a_json_array_fails_the_flow_clearly(settings, world, kind, message):
+    assert run_sync(settings, now=world.now).ok
+    flow = settings.flows[0]
+    before = cursor(settings, flow)
+    world.advance(1800)
+    world.inject(kind, flow_id=flow.flow_id)
+    report = run_sync(settings, now=world.now)
+    assert [f.flow for f in report.failed] == [str(flow)]
+    error = report.flows[str(flow)].error
+    assert message in error
+    assert f"/analytics/org/{flow.org_id}/flows/{flow.flow_id}" in error
+    assert "HTTP 200" in error and "'" in error  # the status and the content type
+    assert settings.api_key not in error
+    assert cursor(settings, flow) == before
+    assert run_sync(settings, now=world.now).ok
+    horizon = world.now - settings.rules.max_open_run_age
+    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), horizon)
+
+
+def test_an_expired_key_fails_clearly_without_retrying(settings, world):
+    world.expire_key_after(2)
+    report = run_sync(settings, now=world.now)
+    failed = report.failed
+    assert failed
+    assert all(f.error.startswith("API key rejected (HTTP 401)") for f in failed)
+    assert all(f.retries == 0 for f in report.flows.values())
+    expired = [r for r in world.requests if r["fault"] == "key_expired"]
+    assert len(expired) == len(failed)  # one request per failed flow, no retries
+
+
+def test_bad_records_are_quarantined_and_the_rest_of_the_page_loads(settings, world):
+    flow = settings.flows[0]
+    world.inject("records", flow_id=flow.flow_id)
+    report = run_sync(settings, now=world.now)
+    assert report.ok
+    assert report.rejected == 4
+    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world))
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        rows = con.execute(
+            "select org_id, flow_id, raw, reason from stackai.flow_runs_rejected order by reason"
+        ).fetchall()
+    assert {(r[0], r[1]) for r in rows} == {(flow.org_id, flow.flow_id)}
+    reasons = " | ".join(r[3] for r in rows)
+    for expected in ("not a JSON object", "no run_id", "date is unparseable", "total_tokens"):
+        assert expected in reasons
+    assert json.loads(next(r[2] for r in rows if "not a JSON object" in r[3])) == "not an object"
+
+
+def test_rejected_records_exit_0_with_a_warning_or_1_when_asked(simulator, world, flows, tmp_path):
+    env = {**os.environ, "STACKAI_API_KEY": world.api_key}
+    base = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "sync",
+        "--base-url",
+        simulator.url,
+        "--flow",
+        str(flows[0]),
+    ]
+    world.inject("records", flow_id=flows[0].flow_id)
+    ok = subprocess.run(
+        [*base, "--duckdb", str(tmp_path / "a.duckdb")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "4 records could not be loaded" in ok.stdout
+    world.inject("records", flow_id=flows[0].flow_id)
+    strict = subprocess.run(
+        [*base, "--duckdb", str(tmp_path / "b.duckdb"), "--fail-on-rejected"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert strict.returncode == 1
+
+
+TEXTS = {
+    "unicode": "Grüße, 東京, Ελληνικά",
+    "emoji": "done 🚀👩‍💻",
+    "control": "tab\tnewline\ncarriage\rbell\x07escape\x1b",
+    "nul": "before\x00after",
+    "large": "x" * 1_000_000,
+    "json": '{"a": [1, 2.50, "é"], "b": null}',
+}
+
+
+def test_text_fields_round_trip_byte_for_byte(settings, world):
+    flow = settings.flows[0]
+    runs = world.runs(flow.org_id, flow.flow_id)
+    for (name, text), run in zip(TEXTS.items(), runs, strict=False):
+        world.update_run(
+            run["run_id"], inputs=text, outputs=text[::-1], feedback=text, error=text, llms=text
+        )
+        TEXTS_BY_RUN[run["run_id"].lower()] = name
+    assert run_sync(settings, now=world.now).ok
+    loaded = loaded_runs(settings.duckdb_path)
+    for run_id, name in TEXTS_BY_RUN.items():
+        text = TEXTS[name]
+        row = loaded[run_id]
+        assert row["inputs"] == text and row["outputs"] == text[::-1], name
+        assert row["feedback"] == row["error"] == row["llms"] == text, name
+
+
+TEXTS_BY_RUN: dict[str, str] = {}
+
+
+def test_type_changes_are_coerced_and_no_variant_column_appears(settings, world):
+    flow = settings.flows[0]
+    first, second, third = world.runs(flow.org_id, flow.flow_id)[:3]
+    world.update_run(first["run_id"], total_tokens="12", latency=2)
+    world.update_run(second["run_id"], total_tokens=12.0, latency="3.5")
+    world.update_run(third["run_id"], new_fields={"brand_new_field": {"nested": True}})
+    assert run_sync(settings, now=world.now).ok
+    world.update_run(third["run_id"], new_fields={"brand_new_field": 7})  # its type changes
+    world.update_run(first["run_id"], total_tokens=13)
+    assert run_sync(
+        settings.with_overrides(since=world.anchor.replace(year=2000)), now=world.now
+    ).ok
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        columns = dict(
+            con.execute(
+                "select column_name, data_type from information_schema.columns"
+                " where table_schema = 'stackai' and table_name = 'flow_runs'"
+            ).fetchall()
+        )
+        values = dict(
+            con.execute(
+                "select run_id, total_tokens from stackai.flow_runs where run_id in (?, ?)",
+                [first["run_id"].lower(), second["run_id"].lower()],
+            ).fetchall()
+        )
+        new_field = con.execute(
+            "select brand_new_field from stackai.flow_runs where run_id = ?",
+            [third["run_id"].lower()],
+        ).fetchone()[0]
+    assert not [c for c in columns if "__v_" in c]
+    assert columns["brand_new_field"] == "VARCHAR"
+    assert new_field == "7"
+    assert values == {first["run_id"].lower(): 13, second["run_id"].lower(): 12}
+
+
+def test_an_unwritable_duckdb_path_is_a_clear_error(settings, world, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    report = run_sync(settings.with_overrides(duckdb_path=blocker / "runs.duckdb"), now=world.now)
+    assert not report.ok
+    assert "cannot create the folder" in report.error
+
+
+def test_a_second_sync_of_the_same_file_exits_with_a_clear_message(
+    simulator, world, flows, tmp_path
+):
+    """The first sync holds the file's lock while the simulator serves its first page; the
+    second process runs to completion inside that moment, so the overlap is certain."""
+    env = {**os.environ, "STACKAI_API_KEY": world.api_key}
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "sync",
+        "--base-url",
+        simulator.url,
+        "--duckdb",
+        str(tmp_path / "runs.duckdb"),
+        "--flow",
+        str(flows[0]),
+    ]
+    second: list[subprocess.CompletedProcess] = []
+
+    def run_the_second_sync(org_id: str, flow_id: str, params: dict) -> None:
+        if not second:
+            second.append(
+                subprocess.run(
+                    command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+                )
+            )
+
+    world.before_page = run_the_second_sync
+    try:
+        first = subprocess.run(
+            command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240
+        )
+    finally:
+        world.before_page = None
+    assert first.returncode == 0, first.stderr
+    (blocked,) = second
+    assert blocked.returncode == 1
+    assert "another stackai-runs sync is using" in blocked.stderr
+    assert "Traceback" not in blocked.stderr
+    assert set(loaded_runs(tmp_path / "runs.duckdb")) == set(expected_runs(world, flows[:1]))
