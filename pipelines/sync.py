@@ -20,7 +20,7 @@ from pipelines.stackai import endpoint
 from pipelines.stackai.client import FlowRef, RunsClient
 from pipelines.stackai.http import RequestStats, make_session
 from pipelines.stackai.report import ProgressCallback, SyncReport
-from pipelines.stackai.source import REJECTED_TABLE, stackai_source
+from pipelines.stackai.source import stackai_source
 from pipelines.stackai.window import SyncWindow
 from pipelines.views import SourceTablesMissing, ViewError, create_views
 
@@ -215,7 +215,7 @@ def _drop_rows_not_loaded_by(
     with pipeline.sql_client() as client, client.begin_transaction():
         runs = client.make_qualified_table_name(table)
         usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
-        rejected = client.make_qualified_table_name(REJECTED_TABLE)
+        rejected = client.make_qualified_table_name(endpoint.REJECTED_TABLE)
         existing = {
             t.lower()
             for (t,) in client.execute_sql(
@@ -237,7 +237,7 @@ def _drop_rows_not_loaded_by(
             client.execute_sql(
                 f"delete from {runs} where _dlt_id in ({stale})", flow.org_id, flow.flow_id
             )
-            if REJECTED_TABLE in existing:
+            if endpoint.REJECTED_TABLE in existing:
                 client.execute_sql(
                     f"delete from {rejected} where org_id = %s and flow_id = %s"
                     f" and _dlt_load_id not in ({ids})",

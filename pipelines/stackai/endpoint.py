@@ -151,3 +151,17 @@ LLM_USAGE_COLUMNS: Final[TTableSchemaColumns] = named_columns(
         "should_charge": {"data_type": "bool", "nullable": True},
     }
 )
+
+
+REJECTED_TABLE: Final = "flow_runs_rejected"
+"""Records that could not become a row, kept with the reason (append-only)."""
+
+REJECTED_COLUMNS: Final[TTableSchemaColumns] = named_columns(
+    {
+        "org_id": {"data_type": "text", "nullable": False},
+        "flow_id": {"data_type": "text", "nullable": False},
+        "raw": {"data_type": "text", "nullable": True, "description": "The record as JSON text"},
+        "reason": {"data_type": "text", "nullable": False},
+        "seen_at": {"data_type": "timestamp", "timezone": True, "nullable": False},
+    }
+)

@@ -18,7 +18,7 @@ import pendulum
 from dlt.extract import DltResource, DltSource
 
 from pipelines.stackai import endpoint
-from pipelines.stackai.client import FlowRef, RunsClient
+from pipelines.stackai.client import FlowRef, RunsClient, StackAIError
 from pipelines.stackai.normalise import RejectedRun, normalise_run, unknown_enum_values
 from pipelines.stackai.report import FlowReport, SyncReport
 from pipelines.stackai.window import (
@@ -39,19 +39,8 @@ SCHEMA_CONTRACT = {"tables": "evolve", "columns": "evolve", "data_type": "freeze
 turned into a variant column: `normalise_run` coerces it or rejects the run to
 `flow_runs_rejected` first, and `freeze` makes any slip a loud error instead of a silent
 `__v_` column."""
-REJECTED_TABLE = "flow_runs_rejected"
 PROGRESS_EVERY_PAGES = 50
 """A long first sync logs a progress line this often, for logs read off a terminal."""
-
-REJECTED_COLUMNS = endpoint.named_columns(
-    {
-        "org_id": {"data_type": "text", "nullable": False},
-        "flow_id": {"data_type": "text", "nullable": False},
-        "raw": {"data_type": "text", "nullable": True, "description": "The record as JSON text"},
-        "reason": {"data_type": "text", "nullable": False},
-        "seen_at": {"data_type": "timestamp", "timezone": True, "nullable": False},
-    }
-)
 
 
 def _rejected_row(raw: Any, reason: str, flow: FlowRef) -> dict[str, Any]:
@@ -137,13 +126,11 @@ def _read(
                     len(rejected),
                     rejected[0]["reason"],
                 )
-                yield dlt.mark.with_table_name(rejected, REJECTED_TABLE)
+                yield dlt.mark.with_table_name(rejected, endpoint.REJECTED_TABLE)
 
 
 def _safe_error(exc: BaseException) -> str:
     # Our StackAIError messages are written to be shown; others get their type for context.
-    from pipelines.stackai.client import StackAIError
-
     if isinstance(exc, StackAIError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
@@ -213,14 +200,18 @@ def flow_runs(
     # copy of the resource's (merge on run_id, the run columns): clear those first, then give it
     # its own append-only columns.
     runs.apply_hints(
-        table_name=REJECTED_TABLE,
+        table_name=endpoint.REJECTED_TABLE,
         create_table_variant=True,
         write_disposition="append",
         primary_key=(),
         columns={},
         nested_hints={},
     )
-    runs.apply_hints(table_name=REJECTED_TABLE, create_table_variant=True, columns=REJECTED_COLUMNS)
+    runs.apply_hints(
+        table_name=endpoint.REJECTED_TABLE,
+        create_table_variant=True,
+        columns=endpoint.REJECTED_COLUMNS,
+    )
     return runs
 
 
