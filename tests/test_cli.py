@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -121,3 +122,21 @@ def test_demo_never_replaces_a_file_it_did_not_write(tmp_path):
     assert "not written by the demo" in result.stderr
     with duckdb.connect(str(path), read_only=True) as con:
         assert con.execute("select count(*) from important").fetchone() == (0,)
+
+
+def test_json_summary_for_monitoring(simulator, world, flows, duckdb_path):
+    ghost = f"{flows[0].org_id}/no-such-flow"
+    args = [*sync_args(simulator, duckdb_path, flows[:2]), "--flow", ghost, "--json"]
+    result = stackai_runs(*args, env={"STACKAI_API_KEY": world.api_key})
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["ok"] is False
+    by_flow = {f["flow"]: f for f in summary["flows"]}
+    for flow in flows[:2]:
+        entry = by_flow[str(flow)]
+        assert entry["status"] == "ok" and entry["error"] is None
+        assert entry["runs"] == world.run_count(flow.org_id, flow.flow_id)
+        assert entry["requests"] == entry["pages"] >= 1 and entry["retries"] == 0
+        assert entry["cursor_before"] is None and entry["cursor_after"]
+    assert by_flow[ghost]["status"] == "failed" and "flow not found" in by_flow[ghost]["error"]
+    assert summary["runs"] == sum(f["runs"] for f in summary["flows"])

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import requests
 
+from pipelines.stackai.client import _detail
 from pipelines.sync import open_pipeline, run_sync
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 
@@ -278,3 +280,51 @@ def test_a_second_sync_of_the_same_file_exits_with_a_clear_message(
     assert "another stackai-runs sync is using" in blocked.stderr
     assert "Traceback" not in blocked.stderr
     assert set(loaded_runs(tmp_path / "runs.duckdb")) == set(expected_runs(world, flows[:1]))
+
+
+def test_unknown_enum_values_are_kept_and_counted(settings, world):
+    flow = settings.flows[0]
+    run = world.runs(flow.org_id, flow.flow_id)[0]
+    world.update_run(run["run_id"], state="ARCHIVED", run_type="voice")
+    report = run_sync(settings, now=world.now)
+    assert report.ok
+    assert report.unknown_values == {"state=ARCHIVED": 1, "run_type=voice": 1}
+    row = loaded_runs(settings.duckdb_path)[run["run_id"].lower()]
+    assert (row["state"], row["run_type"]) == ("ARCHIVED", "voice")
+
+
+def test_a_field_that_disappears_leaves_nulls(settings, world):
+    flow = settings.flows[0]
+    run = world.runs(flow.org_id, flow.flow_id)[0]
+    world.update_run(run["run_id"], new_fields={"region": "eu-west"})
+    assert run_sync(settings, now=world.now).ok
+    world.update_run(run["run_id"], new_fields={"region": None})
+    assert run_sync(
+        settings.with_overrides(since=world.anchor.replace(year=2000)), now=world.now
+    ).ok
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        (region,) = con.execute(
+            "select region from stackai.flow_runs where run_id = ?", [run["run_id"].lower()]
+        ).fetchone()
+    assert region is None
+
+
+def test_a_child_whose_parent_flow_is_not_synced_is_kept(settings, world):
+    children = [(flow, run) for _, flow, run in world.all_runs() if run.get("parent_run_id")]
+    flow_id, child = children[0]
+    only_child_flow = tuple(f for f in settings.flows if f.flow_id == flow_id)
+    assert run_sync(settings.with_overrides(flows=only_child_flow), now=world.now).ok
+    loaded = loaded_runs(settings.duckdb_path)
+    assert child["parent_run_id"].lower() not in loaded
+    assert loaded[child["run_id"].lower()]["parent_run_id"] == child["parent_run_id"].lower()
+
+
+def test_a_422_shows_the_servers_detail(simulator, world):
+    response = requests.get(
+        f"{simulator.url}/analytics/org/{world.flows()[0].org_id}/flows/{world.flows()[0].flow_id}",
+        params={"page": -1},
+        headers={"Authorization": f"Bearer {world.api_key}"},
+        timeout=10,
+    )
+    assert response.status_code == 422
+    assert _detail(response).startswith("query.page: Input should be greater than or equal to 0")

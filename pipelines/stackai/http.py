@@ -34,6 +34,7 @@ from tenacity import (
     stop_after_attempt,
     wait_random,
 )
+from tenacity.wait import wait_base
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,19 @@ def _describe(state: RetryCallState) -> str:
     return type(error).__name__
 
 
+def retry_wait(settings: HttpSettings) -> wait_base:
+    """Seconds to wait before the next attempt, from the last attempt's outcome.
+
+    `Retry-After` (seconds or an HTTP date) when the server sends a positive one, else
+    `backoff_factor * 2 ** (attempt - 1)`; either capped at `max_retry_delay`; plus up to
+    `jitter` seconds at random. A `Retry-After` of 0 or less falls back to the backoff, so a
+    server saying "now" cannot drive a tight loop.
+    """
+    return wait_exponential_retry_after(
+        multiplier=settings.backoff_factor, max=settings.max_retry_delay
+    ) + wait_random(0, settings.jitter)
+
+
 def make_session(
     settings: HttpSettings, stats: RequestStats | None = None, max_connections: int = 10
 ) -> requests.Session:
@@ -141,10 +155,7 @@ def make_session(
         )
 
     retrying = Retrying(
-        wait=wait_exponential_retry_after(
-            multiplier=settings.backoff_factor, max=settings.max_retry_delay
-        )
-        + wait_random(0, settings.jitter),
+        wait=retry_wait(settings),
         retry=retry_any(
             retry_if_status(DEFAULT_RETRY_STATUS),
             retry_if_exception_type(tuple(DEFAULT_RETRY_EXCEPTIONS)),

@@ -1,0 +1,107 @@
+"""The benchmark (benchmarks/run.py) at a tiny size: every measured load is correct.
+
+No timing is asserted: on a shared CI machine any threshold would be flaky. What must hold at
+any size is the correctness column, and that the checker would catch a wrong table.
+"""
+
+from __future__ import annotations
+
+import pickle
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from benchmarks.benchworld import BenchWorld, min_requests, served_pages, truth_of
+from benchmarks.run import SECTIONS, Sizes, render, run_benchmark, run_worker, verdict
+from pipelines.simulator import World
+
+TINY = Sizes(
+    load_runs=400,
+    naive_runs=100,
+    load_flows=4,
+    load_page_size=50,
+    e2e_flows=2,
+    e2e_pages=2,
+    e2e_page_size=50,
+    latency=0.01,
+    mem_runs=(200, 400),
+    mem_flows=2,
+    mem_page_size=100,
+    mem_base_per_flow=100,
+    noop_orgs=1,
+    noop_flows_per_org=3,
+    noop_runs_per_flow=20,
+)
+
+
+def test_every_measurement_of_a_tiny_benchmark_is_correct(tmp_path: Path) -> None:
+    rows = run_benchmark(TINY, tmp_path, seed=1)
+    table = render(rows, "tiny")
+    assert [row.check for row in rows] == ["ok"] * len(rows), table
+    sections = {row.section.split()[0] for row in rows}
+    assert sections == {str(n) for n in range(1, len(SECTIONS) + 1)}, table
+    for row in rows:
+        if row.requests is not None and "nothing new" not in row.variant:
+            assert row.requests >= row.min_requests, table
+
+
+def test_the_checker_reports_a_wrong_table(tmp_path: Path) -> None:
+    world = BenchWorld(seed=2, orgs=1, flows_per_org=2, runs_per_flow=50)
+    pages = {
+        f"{f.org_id}/{f.flow_id}": served_pages(world, f.org_id, f.flow_id, 20)
+        for f in world.flows()
+    }
+    (tmp_path / "pages.pkl").write_bytes(pickle.dumps(pages))
+    db = tmp_path / "raw.duckdb"
+    spec = {
+        "task": "load_raw",
+        "pages": str(tmp_path / "pages.pkl"),
+        "duckdb": str(db),
+        "pipelines_dir": str(tmp_path / "raw"),
+    }
+    result = run_worker(spec, tmp_path, "raw")
+    truth = truth_of(world)
+    assert verdict(result, db, truth, nested_usage=False) == "ok"
+    with duckdb.connect(str(db)) as con:
+        con.execute("update stackai.flow_runs set total_tokens = total_tokens + 1")
+    assert verdict(result, db, truth, nested_usage=False).startswith("MISMATCH")
+    with duckdb.connect(str(db)) as con:
+        con.execute("update stackai.flow_runs set total_tokens = total_tokens - 1")
+        con.execute(
+            "delete from stackai.flow_runs where run_id = (select min(run_id)"
+            " from stackai.flow_runs)"
+        )
+    assert verdict(result, db, truth, nested_usage=False).startswith("MISMATCH")
+    assert verdict({"ok": False, "error": "boom"}, db, truth) == "FAILED: boom"
+
+
+@pytest.mark.parametrize("order", ["newest_first", "oldest_first"])
+def test_bench_world_pages_like_the_simulator(order: str) -> None:
+    stock = World(seed=3, orgs=1, flows_per_org=2, runs_per_flow=120, sort_order=order)
+    fast = BenchWorld(seed=3, orgs=1, flows_per_org=2, runs_per_flow=120, sort_order=order)
+    windows = [
+        (None, None),
+        (stock.now - timedelta(days=10), stock.now - timedelta(days=2)),
+        (None, stock.now - timedelta(days=20)),
+    ]
+    for flow in stock.flows():
+        for start, end in windows:
+            for page in range(4):
+                args = (flow.org_id, flow.flow_id)
+                kwargs = {"start": start, "end": end, "page": page, "page_size": 40}
+                assert fast.query_runs(*args, **kwargs) == stock.query_runs(*args, **kwargs)
+
+
+def test_bench_world_trims_grows_and_pages_its_truth() -> None:
+    world = BenchWorld(seed=4, orgs=1, flows_per_org=2, runs_per_flow=60)
+    world.trim(30)
+    assert truth_of(world).runs_per_flow == dict.fromkeys(truth_of(world).runs_per_flow, 30)
+    world.grow(3)
+    truth = truth_of(world)
+    assert truth.runs == 180
+    flow = world.flows()[0]
+    pages = served_pages(world, flow.org_id, flow.flow_id, 25)
+    assert len(pages) == min_requests([90], 25) == 4
+    assert pages[-1] != b"[]"  # 90 runs: the fourth page is short, no empty page needed
