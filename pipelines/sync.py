@@ -164,6 +164,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             # would load only it and skip this sync's extract.
             log.warning("loading data left pending by an earlier sync that did not finish")
             pipeline.run()
+            _remove_copies_left_by_a_resumed_load(pipeline)
         # jsonl, not dlt's default insert_values: the SQL writer strips NUL characters from
         # text, and inputs/outputs must land byte for byte as the API sent them.
         info = pipeline.run(
@@ -185,6 +186,33 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             suffix = "/" + flow.path
             flow_report.requests = sum(n for p, n in stats.requests.items() if p.endswith(suffix))
             flow_report.retries = sum(n for p, n in stats.retries.items() if p.endswith(suffix))
+
+
+def _remove_copies_left_by_a_resumed_load(pipeline: dlt.Pipeline) -> None:
+    """Delete exact copies of rows (same `_dlt_id`) that resuming a killed load can leave.
+
+    A load job killed after it committed but before dlt recorded it runs again on resume and
+    copies its file into the staging dataset twice; dlt's merge deduplicates nested tables and
+    single tables by key, but copies a root table with nested tables row by row
+    (dlt-hub/dlt#3023, dlt 1.31). `flow_runs` is such a root, and `flow_runs_rejected` is
+    appended directly. Copies share `_dlt_id`, so one of each is kept.
+    """
+    with pipeline.sql_client() as client:
+        existing = {
+            name
+            for (name,) in client.execute_sql(
+                "select table_name from information_schema.tables where table_schema = %s",
+                pipeline.dataset_name,
+            )
+        }
+        for table in (endpoint.RUNS_TABLE, endpoint.REJECTED_TABLE):
+            if table not in existing:
+                continue
+            name = client.make_qualified_table_name(table)
+            client.execute_sql(
+                f"delete from {name} where rowid in (select rowid from (select rowid,"
+                f" row_number() over (partition by _dlt_id) as copy from {name}) where copy > 1)"
+            )
 
 
 def _refresh_views(duckdb_path: Path, report: SyncReport) -> None:

@@ -12,12 +12,22 @@ import os
 import signal
 import sys
 
+from dlt.destinations.impl.duckdb.duck import DuckDbCopyJob
 from dlt.load.load import Load
 from dlt.pipeline.pipeline import Pipeline
 
 
 def _die(*args: object, **kwargs: object) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+_copy_into_staging = DuckDbCopyJob.run
+
+
+def _die_after_committing_runs(job: DuckDbCopyJob) -> None:
+    _copy_into_staging(job)
+    if job.load_table_name == "flow_runs":
+        _die()
 
 
 KILL_POINTS = {
@@ -30,11 +40,20 @@ KILL_POINTS = {
     # every job done, the package not yet marked loaded
     "before_commit": (Load, "complete_package"),
 }
+KILL_AFTER = {
+    # the runs' file copied into the staging dataset and committed, before dlt records the job
+    # as done: on resume the job runs again (dlt-hub/dlt#3023)
+    "after_staging_commit": (DuckDbCopyJob, "run", _die_after_committing_runs),
+}
 
 if __name__ == "__main__":
     point = sys.argv[1]
-    owner, name = KILL_POINTS[point]
-    setattr(owner, name, _die)
+    if point in KILL_AFTER:
+        owner, name, replacement = KILL_AFTER[point]
+        setattr(owner, name, replacement)
+    else:
+        owner, name = KILL_POINTS[point]
+        setattr(owner, name, _die)
     sys.argv = ["stackai-runs", *sys.argv[2:]]
     from pipelines.cli import main
 
