@@ -18,9 +18,10 @@ from rich.markup import escape
 from pipelines import console
 from pipelines.settings import ConfigError, SyncSettings, load_settings
 from pipelines.stackai.client import FlowRef
-from pipelines.sync import SyncLocked, pipelines_dir_for, run_sync
+from pipelines.sync import DuckDBPathError, SyncLocked, pipelines_dir_for, run_sync
 
 EXIT_OK, EXIT_FLOW_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 DEMO_DUCKDB_PATH = "stackai_demo.duckdb"
 DEMO_MARKER_TABLE = "stackai._stackai_runs_demo"
 
@@ -51,6 +52,16 @@ def _sync_and_report(
         if as_json:
             console.print_json_summary(None, error=str(exc))
         return EXIT_FLOW_FAILED
+    except DuckDBPathError as exc:
+        console.stderr.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        if as_json:
+            console.print_json_summary(None, error=str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.stderr.print(
+            "interrupted: nothing partial was committed; the next sync finishes what was pending"
+        )
+        return EXIT_INTERRUPTED
     failed = not report.ok or (fail_on_rejected and report.rejected > 0)
     if as_json:
         console.print_json_summary(report)
@@ -138,6 +149,8 @@ def sync(
             allow_insecure_http=allow_insecure_http,
         )
     except ConfigError as exc:
+        if as_json:
+            console.print_json_summary(None, error=str(exc))
         raise _fail_usage(str(exc)) from None
     raise typer.Exit(_sync_and_report(settings, quiet, fail_on_rejected, as_json))
 

@@ -8,6 +8,7 @@ the DuckDB file is dlt's own `[destination.duckdb] credentials`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -30,6 +31,12 @@ from pipelines.stackai.window import WindowRules
 
 DEFAULT_DUCKDB_PATH = "stackai_runs.duckdb"
 API_KEY_ENV = "STACKAI_API_KEY"
+API_KEY_DLT_ENV = "SOURCES__STACKAI__API_KEY"
+
+
+def settings_dir() -> Path:
+    """The `.dlt` folder dlt reads: in the current directory, or under `DLT_PROJECT_DIR`."""
+    return Path(os.environ.get("DLT_PROJECT_DIR") or os.getcwd()) / ".dlt"
 
 
 class ConfigError(ValueError):
@@ -157,7 +164,7 @@ def parse_flows(values: Any, what: str) -> tuple[FlowRef, ...]:
     return tuple(flows)
 
 
-LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
+LOOPBACK_HOSTS = frozenset({"localhost"})
 
 
 def check_base_url(url: str, allow_insecure_http: bool = False) -> str:
@@ -176,8 +183,15 @@ def check_base_url(url: str, allow_insecure_http: bool = False) -> str:
         raise ConfigError(f"base_url must be an https:// URL, got {url!r}")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ConfigError("base_url must not carry credentials, a query or a fragment")
+    try:
+        parts.port  # noqa: B018 (urlsplit parses the port lazily and raises here)
+    except ValueError:
+        raise ConfigError(f"base_url has an invalid port: {url!r}") from None
     host = parts.hostname
-    loopback = host in LOOPBACK_HOSTS or host.startswith("127.")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, not an address: only "localhost" is trusted to stay local
+        loopback = host in LOOPBACK_HOSTS
     if parts.scheme == "http" and not loopback and not allow_insecure_http:
         raise ConfigError(
             f"base_url {url!r} is plain http: the API key would travel unencrypted. Use https,"
@@ -212,11 +226,16 @@ def load_settings(
     except ConfigurationException as exc:
         raise ConfigError(f"configuration: {str(exc).splitlines()[0]}") from None
 
-    key = api_key or config.api_key or os.environ.get(API_KEY_ENV)
+    # The environment wins over files, as everywhere in dlt: dlt's own variable first, then
+    # the short one, then the files (config.api_key also holds dlt's variable when no file has
+    # a key, so it is read directly here).
+    key = (
+        api_key or os.environ.get(API_KEY_DLT_ENV) or os.environ.get(API_KEY_ENV) or config.api_key
+    )
     if not key:
         raise ConfigError(
             "no API key: set SOURCES__STACKAI__API_KEY or STACKAI_API_KEY, or api_key in"
-            " [sources.stackai] of .dlt/secrets.toml"
+            f" [sources.stackai] of .dlt/secrets.toml (read from {settings_dir()})"
         )
     selected = (
         parse_flows(flows, "--flow")
@@ -226,7 +245,7 @@ def load_settings(
     if not selected:
         raise ConfigError(
             'no flow to sync: list them as flows = ["ORG_ID/FLOW_ID", ...] in [sources.stackai]'
-            " of .dlt/config.toml, or pass --flow ORG_ID/FLOW_ID"
+            f" of .dlt/config.toml (read from {settings_dir()}), or pass --flow ORG_ID/FLOW_ID"
         )
     size = page_size if page_size is not None else config.page_size
     if size < 1:
@@ -237,6 +256,10 @@ def load_settings(
             f" {config.max_concurrent_flows}"
         )
     url = check_base_url(base_url or config.base_url or "", allow_insecure_http)
+    if config.lock_timeout < 0:
+        raise ConfigError(
+            f"sources.stackai.lock_timeout must not be negative, got {config.lock_timeout}"
+        )
     for name in ("max_concurrent_requests", "connect_timeout"):
         if getattr(config, name) <= 0:
             raise ConfigError(
@@ -295,7 +318,7 @@ def load_settings(
         until=parse_instant(until, "--until") if until else None,
         full_refresh=full_refresh,
         http=http,
-        lock_timeout=max(0.0, float(config.lock_timeout)),
+        lock_timeout=float(config.lock_timeout),
     )
     if settings.since and settings.until and settings.since > settings.until:
         raise ConfigError(f"--since ({since}) is after --until ({until})")

@@ -55,6 +55,42 @@ def open_pipeline(duckdb_path: Path) -> dlt.Pipeline:
     )
 
 
+class DuckDBPathError(ValueError):
+    """The DuckDB file cannot be used: an unwritable place, a folder, or not a DuckDB file."""
+
+
+DUCKDB_MAGIC = b"DUCK"
+"""Bytes 8-11 of every DuckDB database file."""
+
+
+def check_duckdb_path(duckdb_path: Path) -> Path:
+    """Make sure the DuckDB file and its lock and working folder can live at `duckdb_path`.
+
+    Returns:
+        The absolute path (its folder created if missing).
+
+    Raises:
+        DuckDBPathError: naming the path and the reason (no permission, read-only file system,
+            a folder, not a DuckDB database).
+    """
+    path = duckdb_path.expanduser().resolve()
+    if path.is_dir():
+        raise DuckDBPathError(f"{path} is a folder; --duckdb wants a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Creating the lock file proves the folder is writable before any work is done (and
+        # gives the real reason, which a lock library would only report as "busy").
+        lock_path_for(path).touch(exist_ok=True)
+    except OSError as exc:
+        raise DuckDBPathError(f"cannot write beside {path}: {exc.strerror or exc}") from None
+    if path.is_file() and path.stat().st_size > 0:
+        with path.open("rb") as file:
+            header = file.read(12)
+        if header[8:12] != DUCKDB_MAGIC:
+            raise DuckDBPathError(f"{path} exists and is not a DuckDB database")
+    return path
+
+
 class SyncLocked(RuntimeError):
     """Another sync holds the DuckDB file's lock and did not release it within `lock_timeout`."""
 
@@ -123,18 +159,15 @@ def run_sync(
         failure, a failed load or an unwritable DuckDB path is reported, not raised.
 
     Raises:
+        DuckDBPathError: the DuckDB file cannot be used where it is (see `check_duckdb_path`).
         SyncLocked: another sync of the same DuckDB file is running (see `lock_timeout`).
+        KeyboardInterrupt: interrupted; whatever was extracted is finished by the next sync.
     """
     report = SyncReport(on_progress=on_progress)
     for flow in settings.flows:
         report.flow(str(flow))
     started = time.monotonic()
-    path = settings.duckdb_path.expanduser().resolve()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        report.fail_all(f"cannot create the folder of {path}: {exc.strerror or exc}")
-        return report
+    path = check_duckdb_path(settings.duckdb_path)
     with sync_lock(path, settings.lock_timeout):
         _sync_locked(settings, report, now)
     report.seconds = time.monotonic() - started
@@ -175,6 +208,8 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             _drop_rows_not_loaded_by(pipeline, done, info.loads_ids)
         _refresh_views(settings.duckdb_path, report)
     except Exception as exc:  # reported per flow and as the sync's error, never a traceback
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
         message = _explain(exc)
         log.error("sync failed: %s", message)
         log.debug("sync failure details", exc_info=True)

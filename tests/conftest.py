@@ -3,16 +3,28 @@ file in a temporary folder. Ground truth comes from the simulator's `World`, nev
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from pipelines.settings import SyncSettings
-from pipelines.simulator import SimulatorServer, World
-from pipelines.stackai.client import FlowRef
-from pipelines.stackai.http import HttpSettings
+ROOT = Path(__file__).resolve().parents[1]
+
+# Hermetic configuration: dlt reads `.dlt/` from DLT_PROJECT_DIR, here a copy of the committed
+# config.toml only, so a developer's own secrets.toml or flows never change what tests see.
+_PROJECT = Path(tempfile.mkdtemp(prefix="stackai-runs-tests-"))
+(_PROJECT / ".dlt").mkdir()
+shutil.copy(ROOT / ".dlt" / "config.toml", _PROJECT / ".dlt" / "config.toml")
+os.environ["DLT_PROJECT_DIR"] = str(_PROJECT)
+
+from pipelines.settings import SyncSettings  # noqa: E402
+from pipelines.simulator import SimulatorServer, World  # noqa: E402
+from pipelines.stackai.client import FlowRef  # noqa: E402
+from pipelines.stackai.http import HttpSettings  # noqa: E402
 
 FAST_HTTP = HttpSettings(
     connect_timeout=5, read_timeout=10, max_attempts=3, backoff_factor=0, jitter=0.05

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,31 @@ def test_json_summary_for_monitoring(simulator, world, flows, duckdb_path):
         assert entry["cursor_before"] is None and entry["cursor_after"]
     assert by_flow[ghost]["status"] == "failed" and "flow not found" in by_flow[ghost]["error"]
     assert summary["runs"] == sum(f["runs"] for f in summary["flows"])
+
+
+def test_the_environment_key_wins_over_secrets_toml(simulator, world, flows, tmp_path):
+    """A user with the example secrets file still in place can pass the key by environment."""
+    project = tmp_path / "project"
+    (project / ".dlt").mkdir(parents=True)
+    shutil.copy(ROOT / ".dlt" / "secrets.toml.example", project / ".dlt" / "secrets.toml")
+    clean = {k: v for k, v in os.environ.items() if "STACKAI" not in k and k != "DLT_PROJECT_DIR"}
+    args = sync_args(simulator, tmp_path / "runs.duckdb", flows[:1])
+    for variable in ("STACKAI_API_KEY", "SOURCES__STACKAI__API_KEY"):
+        result = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", *args],
+            env={**clean, variable: world.api_key},
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    alone = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        env=clean,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert alone.returncode == 1 and "API key rejected" in alone.stdout  # the placeholder

@@ -40,6 +40,10 @@ def requests_for(world, flow) -> list[dict]:
         ("slow", {"seconds": 1.5}),
         ("truncated", {}),
         ("reset", {}),
+        ("html", {}),
+        ("bad_json", {}),
+        ("object", {}),
+        ("wrong_content_type", {}),
     ],
 )
 def test_transient_faults_are_retried_and_nothing_is_lost(settings, world, kind, params):
@@ -84,11 +88,13 @@ def test_a_burst_longer_than_the_attempts_fails_that_flow_only(settings, world):
     ],
 )
 def test_a_page_that_is_not_a_json_array_fails_the_flow_clearly(settings, world, kind, message):
+    """Retried like a 5xx (a proxy's error page is usually transient); when every attempt gets
+    one, the flow fails naming the URL, status and content type, and its cursor stays."""
     assert run_sync(settings, now=world.now).ok
     flow = settings.flows[0]
     before = cursor(settings, flow)
     world.advance(1800)
-    world.inject(kind, flow_id=flow.flow_id)
+    world.inject(kind, flow_id=flow.flow_id, count=settings.http.max_attempts)
     report = run_sync(settings, now=world.now)
     assert [f.flow for f in report.failed] == [str(flow)]
     error = report.flows[str(flow)].error
@@ -231,12 +237,43 @@ def test_type_changes_are_coerced_and_no_variant_column_appears(settings, world)
     assert values == {first["run_id"].lower(): 13, second["run_id"].lower(): 12}
 
 
-def test_an_unwritable_duckdb_path_is_a_clear_error(settings, world, tmp_path):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder")
-    report = run_sync(settings.with_overrides(duckdb_path=blocker / "runs.duckdb"), now=world.now)
-    assert not report.ok
-    assert "cannot create the folder" in report.error
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("under-a-file/runs.duckdb", "cannot write beside"),
+        ("a-folder", "is a folder"),
+        ("not-duckdb.duckdb", "is not a DuckDB database"),
+    ],
+)
+def test_an_unusable_duckdb_path_is_one_line_and_exit_2(
+    simulator, world, flows, tmp_path, where, message
+):
+    (tmp_path / "under-a-file").write_text("a file, not a folder")
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "not-duckdb.duckdb").write_text("SQLite format 3 and more bytes")
+    env = {**os.environ, "STACKAI_API_KEY": world.api_key}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "sync",
+            "--base-url",
+            simulator.url,
+            "--flow",
+            str(flows[0]),
+            "--duckdb",
+            str(tmp_path / where),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert world.request_count == 0
 
 
 def test_a_second_sync_of_the_same_file_exits_with_a_clear_message(

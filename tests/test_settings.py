@@ -79,7 +79,16 @@ def test_https_or_loopback_base_urls_are_accepted(url):
 
 
 @pytest.mark.parametrize(
-    "url", ["http://api.stack-ai.com", "ftp://x", "https://user:pw@api.stack-ai.com", "api"]
+    "url",
+    [
+        "http://api.stack-ai.com",
+        "ftp://x",
+        "https://user:pw@api.stack-ai.com",
+        "api",
+        "http://127.attacker.example:8765",
+        "http://127.0.0.1.nip.io",
+        "https://api.stack-ai.com:notaport",
+    ],
 )
 def test_other_base_urls_are_refused(url):
     with pytest.raises(ConfigError):

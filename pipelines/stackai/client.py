@@ -19,6 +19,7 @@ from dlt.sources.helpers.rest_client.paginators import PageNumberPaginator
 from dlt.sources.helpers.rest_client.redaction import sanitize_url
 
 from pipelines.stackai import endpoint
+from pipelines.stackai.http import RetryableError
 from pipelines.stackai.normalise import format_api_datetime
 
 
@@ -34,8 +35,9 @@ class FlowNotFound(StackAIError):
     """HTTP 404: the org or flow does not exist (or the key cannot see it)."""
 
 
-class BadPage(StackAIError):
-    """A 2xx response whose body is not the JSON array the contract promises."""
+class BadPage(StackAIError, RetryableError):
+    """A 2xx response whose body is not the JSON array the contract promises (an HTML error
+    page from a proxy, an object, cut or invalid JSON): retried like a 5xx, then fatal."""
 
 
 class ApiResponseError(StackAIError):
@@ -126,19 +128,25 @@ def _detail(response: requests.Response) -> str:
     return str(body)[:200]
 
 
+def _page_of(response: requests.Response) -> list[Any]:
+    """The JSON array of a 2xx response, or BadPage naming the URL, status and content type."""
+    content_type = response.headers.get("Content-Type", "")
+    where = f"{sanitize_url(response.url)} (HTTP {response.status_code}, {content_type!r})"
+    if "json" not in content_type.lower():
+        raise BadPage(f"response is not JSON (content type): {where}")
+    try:
+        body = response.json()
+    except ValueError:
+        raise BadPage(f"response is not valid JSON: {where}") from None
+    if not isinstance(body, list):
+        raise BadPage(f"response is a JSON {type(body).__name__}, not an array: {where}")
+    return body
+
+
 class _RunsRESTClient(RESTClient):
     def extract_response(self, response: requests.Response, data_selector: Any) -> list[Any]:
-        content_type = response.headers.get("Content-Type", "")
-        where = f"{sanitize_url(response.url)} (HTTP {response.status_code}, {content_type!r})"
-        if "json" not in content_type.lower():
-            raise BadPage(f"response is not JSON (content type): {where}")
-        try:
-            body = response.json()
-        except ValueError:
-            raise BadPage(f"response is not valid JSON: {where}") from None
-        if not isinstance(body, list):
-            raise BadPage(f"response is a JSON {type(body).__name__}, not an array: {where}")
-        return body
+        # Checked and decoded once, by the response hook inside the retried send.
+        return response.page  # type: ignore[attr-defined,no-any-return]
 
 
 class RunsClient:
@@ -191,6 +199,8 @@ class RunsClient:
         def raise_for_status(response: requests.Response, *args: Any, **kwargs: Any) -> None:
             status = response.status_code
             if status < 400:
+                # Inside the retried send: a bad page is tried again like a 5xx.
+                response.page = _page_of(response)  # type: ignore[attr-defined]
                 return
             where = sanitize_url(response.url)
             detail = _detail(response)

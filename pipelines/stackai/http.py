@@ -39,6 +39,11 @@ from tenacity.wait import wait_base
 log = logging.getLogger(__name__)
 
 
+class RetryableError(Exception):
+    """Raised by a response hook for a response worth another attempt (e.g. a 200 whose body
+    is an HTML error page): retried like a connection error."""
+
+
 @dataclass(frozen=True)
 class HttpSettings:
     """Timeouts and retries (seconds throughout).
@@ -90,6 +95,8 @@ def _describe(state: RetryCallState) -> str:
     response = getattr(error, "response", None)
     if response is not None:
         return f"HTTP {response.status_code}"
+    if isinstance(error, RetryableError):
+        return str(error)
     return type(error).__name__
 
 
@@ -158,7 +165,7 @@ def make_session(
         wait=retry_wait(settings),
         retry=retry_any(
             retry_if_status(DEFAULT_RETRY_STATUS),
-            retry_if_exception_type(tuple(DEFAULT_RETRY_EXCEPTIONS)),
+            retry_if_exception_type((*DEFAULT_RETRY_EXCEPTIONS, RetryableError)),
         ),
         stop=stop_after_attempt(settings.max_attempts),
         reraise=True,

@@ -90,7 +90,7 @@ class SyncReport:
         for report in self.flows.values():
             if report.status != "failed":
                 report.status = "failed"
-                report.error = f"not committed: {error}"
+                report.error = "not committed (see the sync's error)"
                 report.cursor_after = report.cursor_before
 
     @property
