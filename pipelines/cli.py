@@ -179,8 +179,20 @@ def simulate(
             " Default: status:429, status:503, slow:0.2.",
         ),
     ] = None,
+    tick: Annotated[
+        float,
+        typer.Option(
+            "--tick",
+            min=0.0,
+            metavar="SECONDS",
+            help="Move the simulator's clock with real time every SECONDS (new runs arrive,"
+            " open runs finish, feedback is added); 0 = a frozen clock.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve the StackAI analytics API simulator in the foreground (Ctrl-C stops it)."""
+    import socket
+
     from pipelines.simulator import World
     from pipelines.simulator.server import serve_forever
 
@@ -196,7 +208,31 @@ def simulate(
             f" {', '.join(world.fault_kinds)} (seed {seed})",
             highlight=False,
         )
+    try:
+        # Binding first turns a busy port into one line instead of a server traceback.
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise _fail_usage(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if tick > 0:
+        _start_clock(world, tick)
     serve_forever(world, host=host, port=port, announce=_announce_simulator)
+
+
+def _start_clock(world: object, every: float) -> None:
+    """Advance the world with real time, in the background, every `every` seconds."""
+    import threading
+    import time
+
+    def run() -> None:
+        last = time.monotonic()
+        while True:
+            time.sleep(every)
+            now = time.monotonic()
+            world.advance(now - last, late_feedback=True)  # type: ignore[attr-defined]
+            last = now
+
+    threading.Thread(target=run, name="simulator-clock", daemon=True).start()
 
 
 def _announce_simulator(url: str, world: object) -> None:
@@ -264,9 +300,11 @@ def demo(
         with reporting.open_read_only(path) as con:
             reporting.print_report(reporting.build_report(con, source=str(path)), console.stdout)
         console.stdout.print(
-            f'\nQuery it: duckdb {path} "select state, count(*) from stackai.flow_runs'
-            ' group by state"',
+            "\nQuery it from Python (or with the DuckDB CLI, installed separately):\n"
+            f".venv/bin/python -c \"import duckdb; print(duckdb.connect('{path}',"
+            " read_only=True).sql('select state, count(*) from stackai.runs group by state'))\"",
             highlight=False,
+            soft_wrap=True,
         )
     raise typer.Exit(code)
 
@@ -372,6 +410,24 @@ def report(
         except OSError as exc:
             raise _fail_usage(f"cannot write the chart {chart}: {exc}") from None
         console.stdout.print(f"chart written to {chart}", highlight=False, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.stdout.print(f"stackai-runs {version('stackai-runs')}", highlight=False)
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Sync StackAI flow runs into DuckDB, incrementally; or run the API simulator."""
 
 
 def main() -> None:

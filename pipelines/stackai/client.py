@@ -198,6 +198,8 @@ class RunsClient:
 
         def raise_for_status(response: requests.Response, *args: Any, **kwargs: Any) -> None:
             status = response.status_code
+            if response.is_redirect:
+                return  # requests follows it (without the key when the host changes)
             if status < 400:
                 # Inside the retried send: a bad page is tried again like a 5xx.
                 response.page = _page_of(response)  # type: ignore[attr-defined]
