@@ -90,6 +90,11 @@ def _read(
             len(plan.aged_out),
         )
     start, end = plan.tail
+    if start is not None and start > end:
+        flow_report.notes.append(
+            f"the window starts after it ends ({_iso(start)} > {_iso(end)}): nothing to read"
+        )
+        log.warning("flow %s: %s", name, flow_report.notes[-1])
     flow_report.window_start = _iso(start)
     flow_report.window_end = _iso(end)
     log.info("flow %s: reading runs from %s to %s", name, _iso(start) or "the beginning", end)
