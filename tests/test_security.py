@@ -106,6 +106,7 @@ def test_the_key_never_appears_in_output_or_any_file_written(simulator, world, f
         "STACKAI_API_KEY": KEY,
         "RUNTIME__REQUEST_MAX_ATTEMPTS": "2",
         "RUNTIME__REQUEST_BACKOFF_FACTOR": "0",
+        "RUNTIME__REQUEST_TIMEOUT": "1",
     }
     duckdb_path = tmp_path / "data" / "runs.duckdb"
     base = [
@@ -126,6 +127,7 @@ def test_the_key_never_appears_in_output_or_any_file_written(simulator, world, f
         ([*base, "--flow", f"{flows[0].org_id}/missing"], None),
         (base + flags, ("status", {"status": 500, "count": 4})),
         (base + flags, ("bad_json", {"count": 1})),
+        (base + flags, ("slow", {"seconds": 3, "count": 2})),  # read timeouts (1 s)
         (base + flags, ("html", {"count": 1})),
     ]
     output = b""
@@ -144,6 +146,7 @@ def test_the_key_never_appears_in_output_or_any_file_written(simulator, world, f
     )
     output += wrong.stdout + wrong.stderr
     assert b"API key rejected" in output and b"flow not found" in output
+    assert b"ReadTimeout" in output
     assert KEY.encode() not in output
     assert _grep_files(tmp_path, KEY.encode()) == []
     assert any(tmp_path.rglob("*.duckdb"))  # the files searched exist
