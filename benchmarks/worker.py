@@ -1,0 +1,251 @@
+"""One measurement in a fresh process: `python -m benchmarks.worker < SPEC.json`.
+
+Each measured load or sync runs in its own interpreter, so that its peak RSS is its own, no
+measurement inherits another's caches, and (for the HTTP syncs) the client does not share a GIL
+with the simulator, which `run.py` serves from the parent process. The timers start after the
+imports and after the input is in memory, and stop when the data is committed.
+
+The spec is a JSON object with a `task` (see `TASKS`); the result is one JSON line on stdout,
+prefixed with `RESULT_PREFIX`: `seconds` (the measured call), `rss_imports_mb` (peak RSS after
+the imports, before the task), `rss_peak_mb` (peak RSS of the whole process), plus what the task
+reports (`steps`: dlt's extract / normalize / load seconds; for syncs `ok`, `error`, `runs`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import dlt
+import duckdb
+from dlt.sources.rest_api import rest_api_source
+from requests.compat import json as requests_json
+
+from pipelines.settings import SyncSettings
+from pipelines.stackai.client import FlowRef
+from pipelines.stackai.report import SyncReport
+from pipelines.stackai.source import stackai_source
+from pipelines.stackai.window import SyncWindow
+from pipelines.sync import open_pipeline, run_sync
+
+RESULT_PREFIX = "BENCH-RESULT "
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (`VmHWM` of /proc/self/status).
+
+    Not `getrusage(...).ru_maxrss`: Linux carries that figure over from the forking parent
+    through `execve`, so a worker started by a parent holding a 1 GB simulator world would
+    report at least 1 GB whatever it did.
+    """
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # not Linux
+
+
+def _steps(pipeline: dlt.Pipeline) -> dict[str, float]:
+    trace = pipeline.last_trace
+    if trace is None:
+        return {}
+    return {
+        step.step: round((step.finished_at - step.started_at).total_seconds(), 3)
+        for step in trace.steps
+        if step.finished_at is not None
+    }
+
+
+def _load_pages(path: str) -> dict[str, list[bytes]]:
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
+
+
+class MemoryRunsClient:
+    """`RunsClient`'s `iter_pages` over pages already fetched: decode each JSON body as the
+    HTTP client does (`requests`' JSON module) and hand it to the source."""
+
+    def __init__(self, pages: dict[str, list[bytes]]) -> None:
+        self.pages = pages
+
+    def iter_pages(
+        self, flow: FlowRef, start: datetime | None, end: datetime | None
+    ) -> Iterator[list[dict[str, Any]]]:
+        for body in self.pages[str(flow)]:
+            yield list(requests_json.loads(body))
+
+
+def load_ours(spec: dict[str, Any]) -> dict[str, Any]:
+    """Pages in memory -> `normalise_run` + the project's hints -> DuckDB (merge, jsonl)."""
+    pages = _load_pages(spec["pages"])
+    flows = [FlowRef.parse(name) for name in pages]
+    window = SyncWindow(now=datetime.fromisoformat(spec["now"]))
+    report = SyncReport()
+    os.environ["EXTRACT__WORKERS"] = str(spec.get("workers", 4))  # as run_sync sets it
+    started = time.perf_counter()
+    pipeline = open_pipeline(Path(spec["duckdb"]))
+    pipeline.run(
+        stackai_source(flows, MemoryRunsClient(pages), window, report), loader_file_format="jsonl"
+    )
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "ok": report.ok,
+        "error": report.error,
+        "runs": sum(f.runs for f in report.flows.values()),
+        "steps": _steps(pipeline),
+    }
+
+
+def load_naive(spec: dict[str, Any]) -> dict[str, Any]:
+    """Pages in memory -> a plain dlt resource yielding the API's dicts, dlt's defaults
+    (insert_values, inferred types), merge on run_id."""
+    pages = _load_pages(spec["pages"])
+
+    @dlt.resource(name="flow_runs", write_disposition="merge", primary_key="run_id")
+    def flow_runs() -> Iterator[list[dict[str, Any]]]:
+        for bodies in pages.values():
+            for body in bodies:
+                page = requests_json.loads(body)
+                if page:
+                    yield page
+
+    started = time.perf_counter()
+    pipeline = dlt.pipeline(
+        pipeline_name="naive_dlt",
+        pipelines_dir=spec["pipelines_dir"],
+        destination=dlt.destinations.duckdb(spec["duckdb"]),
+        dataset_name="stackai",
+    )
+    pipeline.run(flow_runs())
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "ok": True, "steps": _steps(pipeline)}
+
+
+def load_raw(spec: dict[str, Any]) -> dict[str, Any]:
+    """Pages in memory -> one JSON array file per flow -> `create table as select * from
+    read_json(...)` in DuckDB: no normalisation, no types but DuckDB's own detection."""
+    pages = _load_pages(spec["pages"])
+    folder = Path(spec["pipelines_dir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    files = []
+    for index, bodies in enumerate(pages.values()):
+        path = folder / f"flow_{index}.json"
+        # each body is a compact JSON array: splice the pages into one array
+        path.write_bytes(b"[" + b",".join(body[1:-1] for body in bodies if len(body) > 2) + b"]")
+        files.append(str(path))
+    listed = ", ".join("'" + name.replace("'", "''") + "'" for name in files)
+    with duckdb.connect(spec["duckdb"]) as con:
+        con.execute("create schema if not exists stackai")
+        con.execute(
+            "create table stackai.flow_runs as select * from"
+            f" read_json([{listed}], format = 'array', sample_size = -1)"
+        )
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "ok": True, "steps": {}}
+
+
+def sync(spec: dict[str, Any]) -> dict[str, Any]:
+    """`run_sync` of the given flows against a running simulator."""
+    settings = SyncSettings(
+        base_url=spec["base_url"],
+        api_key=spec["api_key"],
+        flows=tuple(FlowRef.parse(name) for name in spec["flows"]),
+        duckdb_path=Path(spec["duckdb"]),
+        page_size=spec["page_size"],
+        max_concurrent_flows=spec.get("max_concurrent_flows", 4),
+    )
+    now = datetime.fromisoformat(spec["now"])
+    started = time.perf_counter()
+    report = run_sync(settings, now=now)
+    seconds = time.perf_counter() - started
+    flows = report.flows.values()
+    return {
+        "seconds": seconds,
+        "ok": report.ok,
+        "error": report.error or next((f.error for f in flows if f.error), None),
+        "runs": sum(f.runs for f in flows),
+        "requests": sum(f.requests for f in flows),
+        "retries": sum(f.retries for f in flows),
+        "rechecks": sum(f.rechecks for f in flows),
+        "steps": _steps(open_pipeline(Path(spec["duckdb"]))),
+    }
+
+
+def rest_api_config(
+    base_url: str, api_key: str, flows: list[str], page_size: int
+) -> dict[str, Any]:
+    """What a user would write instead: dlt's `rest_api` source, one resource per flow,
+    0-based page numbers until an empty page, merge on run_id, everything else default."""
+    return {
+        "client": {"base_url": base_url, "auth": {"type": "bearer", "token": api_key}},
+        "resource_defaults": {
+            "primary_key": "run_id",
+            "write_disposition": "merge",
+            "endpoint": {"params": {"page_size": page_size}},
+        },
+        "resources": [
+            {
+                "name": f"flow_{index}",
+                "table_name": "flow_runs",
+                "endpoint": {
+                    "path": FlowRef.parse(name).path,
+                    "paginator": {
+                        "type": "page_number",
+                        "base_page": 0,
+                        "page_param": "page",
+                        "total_path": None,
+                        "stop_after_empty_page": True,
+                    },
+                },
+            }
+            for index, name in enumerate(flows)
+        ],
+    }
+
+
+def sync_rest_api(spec: dict[str, Any]) -> dict[str, Any]:
+    """The same flows through `rest_api_source` (sequential, insert_values, inferred types)."""
+    config = rest_api_config(spec["base_url"], spec["api_key"], spec["flows"], spec["page_size"])
+    started = time.perf_counter()
+    pipeline = dlt.pipeline(
+        pipeline_name="rest_api_config",
+        pipelines_dir=spec["pipelines_dir"],
+        destination=dlt.destinations.duckdb(spec["duckdb"]),
+        dataset_name="stackai",
+    )
+    pipeline.run(rest_api_source(config))  # type: ignore[arg-type]
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "ok": True, "steps": _steps(pipeline)}
+
+
+TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "load_ours": load_ours,
+    "load_naive": load_naive,
+    "load_raw": load_raw,
+    "sync": sync,
+    "sync_rest_api": sync_rest_api,
+}
+
+
+def main() -> int:
+    spec = json.loads(sys.stdin.read())
+    rss_imports = peak_rss_mb()
+    result = TASKS[spec["task"]](spec)
+    result["rss_imports_mb"] = round(rss_imports, 1)
+    result["rss_peak_mb"] = round(peak_rss_mb(), 1)
+    print(RESULT_PREFIX + json.dumps(result, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
