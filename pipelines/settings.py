@@ -57,8 +57,9 @@ class StackAIConfiguration(BaseConfiguration):
     max_open_run_checks: int = 50
     feedback_lookback: str | None = None
     feedback_interval: str = "P1D"
-    max_concurrent_flows: int = 4
+    max_concurrent_flows: int = 8
     max_concurrent_requests: int = 8
+    duckdb_memory_limit: str | None = "512MB"
     connect_timeout: float = 10.0
     lock_timeout: float = 0.0
 
@@ -79,6 +80,7 @@ class SyncSettings:
         full_refresh: Drop what is stored for the selected flows (rows and state) and reload.
         http: Timeouts, retries and the request limit.
         lock_timeout: Seconds to wait for another sync of the same DuckDB file to finish.
+        duckdb_memory_limit: DuckDB's memory limit while loading ("512MB"), or None.
     """
 
     base_url: str
@@ -87,12 +89,13 @@ class SyncSettings:
     duckdb_path: Path
     page_size: int = endpoint.DEFAULT_PAGE_SIZE
     rules: WindowRules = field(default_factory=WindowRules)
-    max_concurrent_flows: int = 4
+    max_concurrent_flows: int = 8
     since: datetime | None = None
     until: datetime | None = None
     full_refresh: bool = False
     http: HttpSettings = field(default_factory=HttpSettings)
     lock_timeout: float = 0.0
+    duckdb_memory_limit: str | None = "512MB"
 
     def with_overrides(self, **changes: Any) -> SyncSettings:
         return replace(self, **changes)
@@ -319,6 +322,7 @@ def load_settings(
         full_refresh=full_refresh,
         http=http,
         lock_timeout=float(config.lock_timeout),
+        duckdb_memory_limit=config.duckdb_memory_limit or None,
     )
     if settings.since and settings.until and settings.since > settings.until:
         raise ConfigError(f"--since ({since}) is after --until ({until})")

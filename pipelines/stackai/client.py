@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 import requests
 from dlt.sources.helpers.rest_client import RESTClient
 from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
@@ -135,8 +136,9 @@ def _page_of(response: requests.Response) -> list[Any]:
     if "json" not in content_type.lower():
         raise BadPage(f"response is not JSON (content type): {where}")
     try:
-        body = response.json()
-    except ValueError:
+        # orjson (a dlt dependency) decodes a page about 4x faster than requests' json.
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
         raise BadPage(f"response is not valid JSON: {where}") from None
     if not isinstance(body, list):
         raise BadPage(f"response is a JSON {type(body).__name__}, not an array: {where}")
