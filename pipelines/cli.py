@@ -158,7 +158,7 @@ def sync(
 @app.command()
 def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8765,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0 picks a free one).")] = 8765,
     seed: Annotated[int, typer.Option(help="Seed of the generated run history.")] = 0,
     fault_rate: Annotated[
         float,

@@ -32,6 +32,8 @@ from pipelines.stackai.window import WindowRules
 DEFAULT_DUCKDB_PATH = "stackai_runs.duckdb"
 API_KEY_ENV = "STACKAI_API_KEY"
 API_KEY_DLT_ENV = "SOURCES__STACKAI__API_KEY"
+EXAMPLE_PLACEHOLDER_KEY = "your StackAI API key"
+"""The value `.dlt/secrets.toml.example` ships with."""
 
 
 def settings_dir() -> Path:
@@ -235,6 +237,11 @@ def load_settings(
     key = (
         api_key or os.environ.get(API_KEY_DLT_ENV) or os.environ.get(API_KEY_ENV) or config.api_key
     )
+    if key and key.strip() == EXAMPLE_PLACEHOLDER_KEY:
+        raise ConfigError(
+            "the API key is still the placeholder of .dlt/secrets.toml.example: put your key in"
+            f" .dlt/secrets.toml (read from {settings_dir()}) or set STACKAI_API_KEY"
+        )
     if not key:
         raise ConfigError(
             "no API key: set SOURCES__STACKAI__API_KEY or STACKAI_API_KEY, or api_key in"
@@ -280,6 +287,8 @@ def load_settings(
         max_retry_delay=float(runtime.request_max_retry_delay),
         max_concurrent_requests=config.max_concurrent_requests,
     )
+    if duckdb_path is not None and not duckdb_path.strip():
+        raise ConfigError("--duckdb is empty (an unset variable in a crontab?)")
     path = (
         duckdb_path
         or dlt.config.get("destination.duckdb.credentials", str)

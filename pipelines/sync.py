@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,8 +94,10 @@ def check_duckdb_path(duckdb_path: Path) -> Path:
         # gives the real reason, which a lock library would only report as "busy").
         lock_path_for(path).touch(exist_ok=True)
     except OSError as exc:
-        raise DuckDBPathError(f"cannot write beside {path}: {exc.strerror or exc}") from None
-    if path.is_file() and path.stat().st_size > 0:
+        raise DuckDBPathError(
+            f"cannot create {path} or the files beside it: {exc.strerror or exc}"
+        ) from None
+    if path.is_file():
         with path.open("rb") as file:
             header = file.read(12)
         if header[8:12] != DUCKDB_MAGIC:
@@ -141,11 +144,15 @@ def _explain(exc: BaseException) -> str:
     cause = exc.__cause__ or exc
     if isinstance(exc, PipelineStepFailed):
         cause = exc.__cause__ or exc.exception
-    text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-    if "lock" in text.lower() and "duckdb" in type(cause).__module__ + text.lower():
+    full = str(cause)
+    text = full.splitlines()[0] if full else type(cause).__name__
+    if "conflicting lock" in full.lower() or "could not set lock" in full.lower():
+        holder = re.search(r"\(PID (\d+)\)", full)
+        who = f" (PID {holder.group(1)})" if holder else ""
         return (
-            "the DuckDB file is locked by another process (a DuckDB client with the file open"
-            f" for writing?): close it and rerun ({text})"
+            f"the DuckDB file is open in another process{who}, read-only or not: DuckDB lets a"
+            " process write only while no other process has the file open. Close it (a"
+            " notebook, a DuckDB CLI) and rerun"
         )
     step = f"{exc.step} step failed: " if isinstance(exc, PipelineStepFailed) else ""
     return f"{step}{type(cause).__name__}: {text}"

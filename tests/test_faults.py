@@ -240,9 +240,10 @@ def test_type_changes_are_coerced_and_no_variant_column_appears(settings, world)
 @pytest.mark.parametrize(
     ("where", "message"),
     [
-        ("under-a-file/runs.duckdb", "cannot write beside"),
+        ("under-a-file/runs.duckdb", "cannot create"),
         ("a-folder", "is a folder"),
         ("not-duckdb.duckdb", "is not a DuckDB database"),
+        ("empty.duckdb", "is not a DuckDB database"),
     ],
 )
 def test_an_unusable_duckdb_path_is_one_line_and_exit_2(
@@ -251,6 +252,7 @@ def test_an_unusable_duckdb_path_is_one_line_and_exit_2(
     (tmp_path / "under-a-file").write_text("a file, not a folder")
     (tmp_path / "a-folder").mkdir()
     (tmp_path / "not-duckdb.duckdb").write_text("SQLite format 3 and more bytes")
+    (tmp_path / "empty.duckdb").write_bytes(b"")
     env = {**os.environ, "STACKAI_API_KEY": world.api_key}
     result = subprocess.run(
         [
@@ -365,3 +367,32 @@ def test_a_422_shows_the_servers_detail(simulator, world):
     )
     assert response.status_code == 422
     assert _detail(response).startswith("query.page: Input should be greater than or equal to 0")
+
+
+def test_a_reader_in_another_process_makes_the_sync_fail_cleanly(settings, world):
+    """DuckDB lets a process write only while no other process has the file open, even
+    read-only: the sync says so in one line, commits nothing, and the next sync catches up."""
+    assert run_sync(settings, now=world.now).ok
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1],"
+            " read_only=True); print('open', flush=True); sys.stdin.read()",
+            str(settings.duckdb_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        world.advance(1800)
+        report = run_sync(settings, now=world.now)
+    finally:
+        reader.communicate("", timeout=30)
+    assert not report.ok
+    assert "open in another process" in report.error and f"PID {reader.pid}" in report.error
+    assert run_sync(settings, now=world.now).ok
+    horizon = world.now - settings.rules.max_open_run_age
+    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), horizon)
