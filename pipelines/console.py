@@ -114,8 +114,10 @@ def print_sync_summary(report: SyncReport) -> None:
             stdout.print(f"[yellow]note[/] {escape(flow.flow)}: {escape(note)}", soft_wrap=True)
     runs = sum(f.runs for f in report.flows.values())
     ok = sum(1 for f in report.flows.values() if f.ok)
+    new = sum(f.new_runs for f in report.flows.values())
     stdout.print(
-        f"{runs} runs read from {ok}/{len(report.flows)} flows in {report.seconds:.1f} s",
+        f"{runs} runs read ({new or 'no'} new runs) from {ok}/{len(report.flows)} flows in"
+        f" {report.seconds:.1f} s",
         highlight=False,
     )
 
@@ -131,6 +133,7 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
             "flow": f.flow,
             "status": f.status,
             "runs": f.runs,
+            "new_runs": f.new_runs,
             "rejected": f.rejected,
             "pages": f.pages,
             "requests": f.requests,

@@ -45,6 +45,10 @@ def test_sync_exit_0_and_summary(simulator, world, flows, duckdb_path):
         assert str(flow)[:20] in result.stdout
     assert f"from {len(flows)}/{len(flows)} flows" in result.stdout
     assert set(loaded_runs(duckdb_path)) == set(expected_runs(world))
+    again = stackai_runs(
+        *sync_args(simulator, duckdb_path, flows), env={"STACKAI_API_KEY": world.api_key}
+    )
+    assert again.returncode == 0 and "(no new runs)" in again.stdout
 
 
 def test_dlt_env_variable_for_the_key_works_too(simulator, world, flows, duckdb_path):

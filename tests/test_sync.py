@@ -42,11 +42,14 @@ def test_column_types_follow_the_contract(settings, world):
 
 
 def test_second_sync_with_nothing_new_adds_no_rows_and_one_request_per_flow(settings, world):
-    assert run_sync(settings, now=world.now).ok
+    first = run_sync(settings, now=world.now)
+    assert first.ok
+    assert all(f.new_runs == f.runs > 0 for f in first.flows.values())
     before = loaded_runs(settings.duckdb_path)
     requests_before = world.request_count
     report = run_sync(settings, now=world.now)
     assert report.ok
+    assert all(f.new_runs == 0 < f.runs for f in report.flows.values())  # the tail, re-read
     assert loaded_runs(settings.duckdb_path) == before
     # the tail (1 hour) fits in one page; open runs inside the tail need no re-check
     rechecks = sum(f.rechecks for f in report.flows.values())

@@ -20,6 +20,7 @@ class FlowReport:
     status: str = "pending"  # pending -> running -> ok | failed
     pages: int = 0
     runs: int = 0
+    new_runs: int = 0  # runs dated after the cursor: started since the previous sync
     rejected: int = 0
     window_start: str | None = None
     window_end: str | None = None

@@ -114,6 +114,8 @@ def _read(
                     continue
                 loaded.add(row["run_id"])
                 seen.see(row["run_id"], row["date"], row.get("state"))
+                if plan.state.cursor is None or row["date"] > plan.state.cursor:
+                    flow_report.new_runs += 1
                 for field, value in unknown_enum_values(row):
                     flow_report.count_unknown(field, value)
                 rows.append(row)
