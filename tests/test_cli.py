@@ -172,4 +172,4 @@ def test_the_environment_key_wins_over_secrets_toml(simulator, world, flows, tmp
         text=True,
         timeout=120,
     )
-    assert alone.returncode == 1 and "API key rejected" in alone.stdout  # the placeholder
+    assert alone.returncode == 2 and "placeholder" in alone.stderr  # never sent to the API

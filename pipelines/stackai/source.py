@@ -178,7 +178,7 @@ def flow_runs(
         try:
             plan = plan_flow(FlowState.from_dict(resource_state), window, name)
             flow_report.cursor_before = flow_report.cursor_after = _iso(plan.state.cursor)
-            seen = Observations()
+            seen = Observations(watched=frozenset(plan.state.open_runs))
             yield from _read(flow, client, plan, seen, report, flow_report)
         except Exception as exc:  # one flow's failure must not stop the others
             message = _safe_error(exc)

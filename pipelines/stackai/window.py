@@ -211,6 +211,9 @@ class Observations:
     newest: datetime | None = None
     opened: dict[str, datetime] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
+    watched: frozenset[str] | None = None
+    """The runs open in the stored state: only their closing matters, so only they are
+    remembered as closed (None: remember every run, for tests)."""
 
     def see(self, run_id: str, date: datetime, state: Any) -> None:
         if self.newest is None or date > self.newest:
@@ -221,7 +224,8 @@ class Observations:
         else:
             # Any other value, unknown ones included, is not re-checked: only the documented
             # open states are known to change later.
-            self.closed.add(run_id)
+            if self.watched is None or run_id in self.watched:
+                self.closed.add(run_id)
             self.opened.pop(run_id, None)
 
 
