@@ -124,8 +124,9 @@ def print_sync_summary(report: SyncReport) -> None:
 
 def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
     """The `--json` summary: `{"ok", "seconds", "error", "runs", "rejected", "flows": [...]}`,
-    each flow with status, runs, rejected, pages, requests, retries, open-run re-checks,
-    cursor before/after (ISO-8601 UTC), seconds, notes, unknown enum values and error."""
+    each flow with status, runs, new runs, rejected, pages, requests, retries, open-run
+    re-checks, open runs, the tail's window and the cursor before/after (ISO-8601 UTC),
+    seconds, notes, unknown enum values and error."""
     if report is None:
         return {"ok": False, "seconds": 0.0, "error": error, "runs": 0, "rejected": 0, "flows": []}
     flows = [
@@ -140,6 +141,8 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
             "retries": f.retries,
             "rechecks": f.rechecks,
             "open_runs": f.open_runs,
+            "window_start": f.window_start,
+            "window_end": f.window_end,
             "cursor_before": f.cursor_before,
             "cursor_after": f.cursor_after,
             "seconds": round(f.seconds, 3),

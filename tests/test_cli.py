@@ -143,6 +143,7 @@ def test_json_summary_for_monitoring(simulator, world, flows, duckdb_path):
         assert entry["runs"] == world.run_count(flow.org_id, flow.flow_id)
         assert entry["requests"] == entry["pages"] >= 1 and entry["retries"] == 0
         assert entry["cursor_before"] is None and entry["cursor_after"]
+        assert entry["window_start"] is None and entry["window_end"]  # whole history, pinned end
     assert by_flow[ghost]["status"] == "failed" and "flow not found" in by_flow[ghost]["error"]
     assert summary["runs"] == sum(f["runs"] for f in summary["flows"])
 

@@ -23,11 +23,11 @@ FIRST_PAGE: Final = 0
 """`page` is 0-based (`minimum: 0, default: 0`)."""
 
 PAGE_SIZE_PARAM: Final = "page_size"
-CONTRACT_DEFAULT_PAGE_SIZE: Final = 25
 DEFAULT_PAGE_SIZE: Final = 100
-"""`page_size` has `minimum: 1` and no documented maximum; 100 keeps round trips few without
-betting on an undocumented server limit. A page shorter than this ends a flow: the body is a bare
-array with no total and no next link, so length is the only end-of-data signal (API-NOTES)."""
+"""`page_size` has `minimum: 1`, `default: 25` and no documented maximum; 100 keeps round trips
+few without betting on an undocumented server limit. A page shorter than this ends a flow: the
+body is a bare array with no total and no next link, so length is the only end-of-data signal
+(API-NOTES)."""
 
 START_DATE_PARAM: Final = "start_date"
 END_DATE_PARAM: Final = "end_date"
