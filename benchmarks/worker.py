@@ -14,7 +14,6 @@ reports (`steps`: dlt's extract / normalize / load seconds; for syncs `ok`, `err
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import resource
 import sys
@@ -26,15 +25,16 @@ from typing import Any
 
 import dlt
 import duckdb
+import orjson
 from dlt.sources.rest_api import rest_api_source
 from requests.compat import json as requests_json
 
-from pipelines.settings import SyncSettings
-from pipelines.stackai.client import FlowRef
+from pipelines.settings import DEFAULT_MEMORY_LIMIT, SyncSettings
+from pipelines.stackai.client import FlowRef, Page
 from pipelines.stackai.report import SyncReport
 from pipelines.stackai.source import stackai_source
 from pipelines.stackai.window import SyncWindow
-from pipelines.sync import open_pipeline, run_sync
+from pipelines.sync import configure_dlt, load_source, open_pipeline, run_sync
 
 RESULT_PREFIX = "BENCH-RESULT "
 
@@ -71,30 +71,28 @@ def _load_pages(path: str) -> dict[str, list[bytes]]:
 
 class MemoryRunsClient:
     """`RunsClient`'s `iter_pages` over pages already fetched: decode each JSON body as the
-    HTTP client does (`requests`' JSON module) and hand it to the source."""
+    HTTP client does (orjson, `client._page_of`) and hand it to the source with its bytes."""
 
     def __init__(self, pages: dict[str, list[bytes]]) -> None:
         self.pages = pages
 
     def iter_pages(
         self, flow: FlowRef, start: datetime | None, end: datetime | None
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Iterator[Page]:
         for body in self.pages[str(flow)]:
-            yield list(requests_json.loads(body))
+            yield Page(orjson.loads(body), body)
 
 
 def load_ours(spec: dict[str, Any]) -> dict[str, Any]:
-    """Pages in memory -> `normalise_run` + the project's hints -> DuckDB (merge, jsonl)."""
+    """Pages in memory -> the sync's batch path (`stackai_source`, `load_source`) -> DuckDB."""
     pages = _load_pages(spec["pages"])
     flows = [FlowRef.parse(name) for name in pages]
     window = SyncWindow(now=datetime.fromisoformat(spec["now"]))
     report = SyncReport()
-    os.environ["EXTRACT__WORKERS"] = str(spec.get("workers", 4))  # as run_sync sets it
+    configure_dlt(spec.get("workers", 4))
     started = time.perf_counter()
-    pipeline = open_pipeline(Path(spec["duckdb"]))
-    pipeline.run(
-        stackai_source(flows, MemoryRunsClient(pages), window, report), loader_file_format="jsonl"
-    )
+    pipeline = open_pipeline(Path(spec["duckdb"]), DEFAULT_MEMORY_LIMIT)
+    load_source(pipeline, stackai_source(flows, MemoryRunsClient(pages), window, report))
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,

@@ -45,6 +45,10 @@ class ConfigError(ValueError):
     """The configuration cannot work. The message is one line naming the key or flag."""
 
 
+DEFAULT_MEMORY_LIMIT = "512MB"
+"""DuckDB's memory limit while loading, unless configured (benchmarks/README.md: why)."""
+
+
 @configspec
 class StackAIConfiguration(BaseConfiguration):
     """`[sources.stackai]` in `.dlt/config.toml` and `.dlt/secrets.toml`."""
@@ -61,7 +65,7 @@ class StackAIConfiguration(BaseConfiguration):
     feedback_interval: str = "P1D"
     max_concurrent_flows: int = 8
     max_concurrent_requests: int = 8
-    duckdb_memory_limit: str | None = "512MB"
+    duckdb_memory_limit: str | None = DEFAULT_MEMORY_LIMIT
     connect_timeout: float = 10.0
     lock_timeout: float = 0.0
 
@@ -97,7 +101,7 @@ class SyncSettings:
     full_refresh: bool = False
     http: HttpSettings = field(default_factory=HttpSettings)
     lock_timeout: float = 0.0
-    duckdb_memory_limit: str | None = "512MB"
+    duckdb_memory_limit: str | None = DEFAULT_MEMORY_LIMIT
 
     def with_overrides(self, **changes: Any) -> SyncSettings:
         return replace(self, **changes)

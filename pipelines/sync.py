@@ -10,10 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import dlt
 import pendulum
+from dlt.common.pipeline import LoadInfo
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 from filelock import FileLock, Timeout
 
@@ -192,13 +195,36 @@ def run_sync(
     return report
 
 
-def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | None) -> None:
-    # dlt's extract pool size is how many flows are fetched at once (flows are parallelized
-    # resources); it is read from config when the pipeline extracts.
-    os.environ["EXTRACT__WORKERS"] = str(settings.max_concurrent_flows)
+def configure_dlt(max_concurrent_flows: int) -> None:
+    """Set the dlt settings a sync depends on (dlt reads them from the environment).
+
+    Args:
+        max_concurrent_flows: dlt's extract pool size: how many flows (parallelized resources)
+            are fetched at once.
+    """
+    os.environ["EXTRACT__WORKERS"] = str(max_concurrent_flows)
     # dlt gzips its intermediate files by default: 15% of the load path's time for files that
     # live a few seconds on local disk (benchmarks/).
     os.environ.setdefault("DATA_WRITER__DISABLE_COMPRESSION", "true")
+    # Runs arrive as Arrow tables (batch.py); dlt adds `_dlt_load_id` to them only when asked,
+    # and full refresh and the users' SQL rely on it.
+    os.environ["NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID"] = "true"
+
+
+def load_source(pipeline: dlt.Pipeline, source: DltSource) -> LoadInfo:
+    """Extract, normalise and load `source` as a sync does; finish the tables' upkeep.
+
+    Upgrades a file written by 0.1 first, and drops the LLM-usage rows of runs re-read with
+    none after. Raises what `pipeline.run` raises (`PipelineStepFailed`).
+    """
+    upgrade_usage_table(pipeline)
+    info = pipeline.run(source)
+    _drop_orphan_usage(pipeline)
+    return info
+
+
+def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | None) -> None:
+    configure_dlt(settings.max_concurrent_flows)
     stats = RequestStats()
     session = make_session(settings.http, stats, max_connections=settings.max_concurrent_flows)
     client = RunsClient(settings.base_url, settings.api_key, session, settings.page_size)
@@ -219,11 +245,8 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             log.warning("loading data left pending by an earlier sync that did not finish")
             pipeline.run()
             _remove_copies_left_by_a_resumed_load(pipeline)
-        # jsonl, not dlt's default insert_values: the SQL writer strips NUL characters from
-        # text, and inputs/outputs must land byte for byte as the API sent them.
-        info = pipeline.run(
-            stackai_source(settings.flows, client, window, report), loader_file_format="jsonl"
-        )
+            _drop_orphan_usage(pipeline)
+        info = load_source(pipeline, stackai_source(settings.flows, client, window, report))
         done = [f for f in settings.flows if str(f) in refreshed and report.flows[str(f)].ok]
         if done:
             _drop_rows_not_loaded_by(pipeline, done, info.loads_ids)
@@ -254,14 +277,8 @@ def _remove_copies_left_by_a_resumed_load(pipeline: dlt.Pipeline) -> None:
     appended directly. Copies share `_dlt_id`, so one of each is kept.
     """
     with pipeline.sql_client() as client:
-        existing = {
-            name
-            for (name,) in client.execute_sql(
-                "select table_name from information_schema.tables where table_schema = %s",
-                pipeline.dataset_name,
-            )
-        }
-        for table in (endpoint.RUNS_TABLE, endpoint.REJECTED_TABLE):
+        existing = _existing_tables(pipeline, client)
+        for table in (endpoint.RUNS_TABLE, endpoint.LLM_USAGE_TABLE, endpoint.REJECTED_TABLE):
             if table not in existing:
                 continue
             name = client.make_qualified_table_name(table)
@@ -269,6 +286,95 @@ def _remove_copies_left_by_a_resumed_load(pipeline: dlt.Pipeline) -> None:
                 f"delete from {name} where rowid in (select rowid from (select rowid,"
                 f" row_number() over (partition by _dlt_id) as copy from {name}) where copy > 1)"
             )
+
+
+def upgrade_usage_table(pipeline: dlt.Pipeline) -> bool:
+    """Make a `flow_runs__llm_usage` written by 0.1 a table of its own, as the batch path loads it.
+
+    0.1 loaded it as dlt's nested table of `flow_runs` (made by dlt's normaliser, no
+    `_dlt_load_id`); the batch path loads it as Arrow with the same columns and link values,
+    merged on `run_id`, plus `_dlt_load_id`. dlt refuses to change a table's parent and cannot add
+    a NOT NULL column to rows, so once: each row gets its run's `_dlt_load_id` (a row whose run
+    is gone is dropped), the column becomes NOT NULL, then dlt's stored schema is updated. Every
+    step is safe to repeat, so a crash at any point is finished by the next sync.
+
+    Returns:
+        True when the file was upgraded, False when there was nothing to do.
+    """
+    if not pipeline.default_schema_name:
+        pipeline.sync_destination()  # the working folder was deleted: the file has the schema
+    if not pipeline.default_schema_name:
+        return False
+    table = pipeline.default_schema.tables.get(endpoint.LLM_USAGE_TABLE)
+    if not table or not table.get("parent"):
+        return False
+    with pipeline.sql_client() as client:
+        usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
+        runs = client.make_qualified_table_name(endpoint.RUNS_TABLE)
+        if _existing_tables(pipeline, client) >= {endpoint.LLM_USAGE_TABLE, endpoint.RUNS_TABLE}:
+            with client.begin_transaction():
+                client.execute_sql(
+                    f"alter table {usage} add column if not exists _dlt_load_id text"
+                )
+                client.execute_sql(
+                    f"update {usage} set _dlt_load_id = r._dlt_load_id from {runs} r"
+                    f" where r._dlt_id = {usage}._dlt_root_id and {usage}._dlt_load_id is null"
+                )
+                client.execute_sql(f"delete from {usage} where _dlt_load_id is null")
+            # DuckDB cannot add the constraint in the transaction that filled the column
+            client.execute_sql(f"alter table {usage} alter column _dlt_load_id set not null")
+        with client.with_staging_dataset():
+            # dlt's staging copy keeps the last load's rows, which have no `_dlt_load_id`;
+            # it is scratch space, recreated by the next load.
+            staged = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
+            client.execute_sql(f"drop table if exists {staged}")
+    # Read again: opening the SQL client reloads the schema (a new instance).
+    schema = pipeline.default_schema
+    table = schema.tables[endpoint.LLM_USAGE_TABLE]
+    del table["parent"]
+    for column in table["columns"].values():
+        column.pop("root_key", None)  # type: ignore[misc]
+        column.pop("parent_key", None)  # type: ignore[misc]
+    table["write_disposition"] = "merge"
+    table["columns"][endpoint.PRIMARY_KEY]["merge_key"] = True
+    table["columns"]["_dlt_load_id"] = {
+        "name": "_dlt_load_id",
+        "data_type": "text",
+        "nullable": False,
+    }
+    pipeline.schemas.save_schema(schema)
+    log.info("upgraded %s to a table merged on run_id (rows kept)", endpoint.LLM_USAGE_TABLE)
+    return True
+
+
+def _existing_tables(pipeline: dlt.Pipeline, client: Any) -> set[str]:
+    return {
+        name
+        for (name,) in client.execute_sql(
+            "select table_name from information_schema.tables where table_schema = %s",
+            pipeline.dataset_name,
+        )
+    }
+
+
+def _drop_orphan_usage(pipeline: dlt.Pipeline) -> None:
+    """Delete LLM-usage rows whose run row is gone: a run re-read with no usage at all.
+
+    A re-read run's usage rows replace its old ones by merge on `run_id`; a run that now has
+    none sends no rows, so its old ones are removed here, by their link to a `_dlt_id` that the
+    merge replaced. Idempotent: it also finishes the job after a crash between load and here.
+    """
+    with pipeline.sql_client() as client:
+        if not {endpoint.RUNS_TABLE, endpoint.LLM_USAGE_TABLE} <= _existing_tables(
+            pipeline, client
+        ):
+            return
+        runs = client.make_qualified_table_name(endpoint.RUNS_TABLE)
+        usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
+        client.execute_sql(
+            f"delete from {usage} where not exists"
+            f" (select 1 from {runs} r where r._dlt_id = {usage}._dlt_root_id)"
+        )
 
 
 def _refresh_views(duckdb_path: Path, report: SyncReport) -> None:
@@ -300,13 +406,7 @@ def _drop_rows_not_loaded_by(
         runs = client.make_qualified_table_name(table)
         usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
         rejected = client.make_qualified_table_name(endpoint.REJECTED_TABLE)
-        existing = {
-            t.lower()
-            for (t,) in client.execute_sql(
-                "select table_name from information_schema.tables where table_schema = %s",
-                pipeline.dataset_name,
-            )
-        }
+        existing = _existing_tables(pipeline, client)
         for flow in flows:
             stale = (
                 f"select _dlt_id from {runs} where org_id = %s and flow_id = %s"

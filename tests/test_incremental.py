@@ -509,9 +509,9 @@ def insert_stale_run(settings: SyncSettings, flow: FlowRef, date: datetime) -> s
         )
         con.execute(
             "insert into stackai.flow_runs__llm_usage (run_id, provider, model_id, _dlt_root_id,"
-            " _dlt_parent_id, _dlt_list_idx, _dlt_id) values (?, 'OpenAI', 'gpt-4o',"
-            " 'stale-run-dlt-id', 'stale-run-dlt-id', 0, 'stale-usage-dlt-id')",
-            [STALE_RUN_ID],
+            " _dlt_parent_id, _dlt_list_idx, _dlt_id, _dlt_load_id) values (?, 'OpenAI',"
+            " 'gpt-4o', 'stale-run-dlt-id', 'stale-run-dlt-id', 0, 'stale-usage-dlt-id', ?)",
+            [STALE_RUN_ID, load_id],
         )
     return STALE_RUN_ID
 

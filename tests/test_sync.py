@@ -115,6 +115,12 @@ def test_usage_rows_of_a_refetched_run_are_replaced_not_added(settings, world):
     loaded = loaded_runs(settings.duckdb_path)
     assert [u["model_id"] for u in loaded[run["run_id"].lower()]["llm_usage"]] == ["claude"]
     assert_matches(loaded, expected_runs(world))
+    # down to none: no row is left to replace the old one, which must still go
+    world.update_run(run["run_id"], llm_usage=[])
+    assert run_sync(settings, now=world.now).ok
+    loaded = loaded_runs(settings.duckdb_path)  # also checks no usage row lost its run
+    assert loaded[run["run_id"].lower()]["llm_usage"] == []
+    assert_matches(loaded, expected_runs(world))
 
 
 def test_two_flows_keep_their_own_cursors(settings, world):

@@ -129,7 +129,19 @@ def _detail(response: requests.Response) -> str:
     return str(body)[:200]
 
 
-def _page_of(response: requests.Response) -> list[Any]:
+class Page(list):  # type: ignore[type-arg]
+    """One page of runs: the decoded JSON array (this list) and the bytes it was decoded from.
+
+    `body` lets the batch path (`batch.py`) hand plain pages to DuckDB as they were received
+    instead of re-encoding them; None when the page was not read from a response.
+    """
+
+    def __init__(self, records: list[Any], body: bytes | None = None) -> None:
+        super().__init__(records)
+        self.body = body
+
+
+def _page_of(response: requests.Response) -> Page:
     """The JSON array of a 2xx response, or BadPage naming the URL, status and content type."""
     content_type = response.headers.get("Content-Type", "")
     where = f"{sanitize_url(response.url)} (HTTP {response.status_code}, {content_type!r})"
@@ -142,7 +154,7 @@ def _page_of(response: requests.Response) -> list[Any]:
         raise BadPage(f"response is not valid JSON: {where}") from None
     if not isinstance(body, list):
         raise BadPage(f"response is a JSON {type(body).__name__}, not an array: {where}")
-    return body
+    return Page(body, response.content)
 
 
 class _RunsRESTClient(RESTClient):
@@ -176,7 +188,7 @@ class RunsClient:
 
     def iter_pages(
         self, flow: FlowRef, start: datetime | None, end: datetime | None
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Iterator[Page]:
         """Yield each page (the decoded JSON array) of a flow's runs dated in [start, end].
 
         Args:
@@ -185,7 +197,8 @@ class RunsClient:
             end: `end_date`, the pinned end of the window, or None for open-ended.
 
         Yields:
-            Lists of raw run objects, as received; possibly empty (the last page).
+            `Page`s: lists of raw run objects, as received, with the response body; possibly
+            empty (the last page).
 
         Raises:
             ApiKeyRejected: 401/403. FlowNotFound: 404. ApiResponseError: other 4xx/5xx after
@@ -228,7 +241,7 @@ class RunsClient:
         )
         try:
             for page in pages:
-                yield list(page)
+                yield page.response.page
         except _RetryableHTTPError as exc:
             raise exc.error from None
 

@@ -83,7 +83,8 @@ DATASET_NAME: Final = "stackai"
 
 RUNS_TABLE: Final = "flow_runs"
 LLM_USAGE_TABLE: Final = "flow_runs__llm_usage"
-"""dlt names a nested list's table `<parent>__<field>`; stated here because users' SQL uses it."""
+"""Named as dlt names a nested list's table (`<parent>__<field>`), which it was until the batch
+path; stated here because users' SQL uses it."""
 
 PRIMARY_KEY: Final = "run_id"
 
@@ -152,6 +153,33 @@ LLM_USAGE_COLUMNS: Final[TTableSchemaColumns] = named_columns(
     }
 )
 
+
+ROW_KEY_COLUMN: Final[TTableSchemaColumns] = named_columns(
+    {
+        "_dlt_id": {
+            "data_type": "text",
+            "nullable": False,
+            "unique": True,
+            "row_key": True,
+            "description": "dlt's row key: unique per row version (new each time a run loads)",
+        }
+    }
+)
+
+USAGE_LINK_COLUMNS: Final[TTableSchemaColumns] = named_columns(
+    {
+        "_dlt_root_id": _text("The run's `_dlt_id` in flow_runs", nullable=False),
+        "_dlt_parent_id": _text("The run's `_dlt_id` in flow_runs", nullable=False),
+        "_dlt_list_idx": {
+            "data_type": "bigint",
+            "nullable": False,
+            "description": "Position in the run's llm_usage list, from 0",
+        },
+        **ROW_KEY_COLUMN,
+    }
+)
+"""The columns dlt's nested tables carry, kept with the same meaning so that joins on
+`_dlt_root_id = flow_runs._dlt_id` work whichever path loaded the rows."""
 
 REJECTED_TABLE: Final = "flow_runs_rejected"
 """Records that could not become a row, kept with the reason (append-only)."""

@@ -40,10 +40,10 @@ class FlowReport:
     def ok(self) -> bool:
         return self.status == "ok"
 
-    def count_unknown(self, field: str, value: str) -> None:
+    def count_unknown(self, field: str, value: str, count: int = 1) -> None:
         """Count a value of an enum field that the contract does not list (`field=value`)."""
         key = f"{field}={value}"
-        self.unknown_values[key] = self.unknown_values.get(key, 0) + 1
+        self.unknown_values[key] = self.unknown_values.get(key, 0) + count
 
 
 ProgressCallback = Callable[[FlowReport], None]
@@ -68,8 +68,13 @@ class SyncReport:
         report.started = time.monotonic()
         self.progress(report)
 
-    def page(self, report: FlowReport, runs: int, rejected: int) -> None:
+    def page(self, report: FlowReport) -> None:
+        """A page was received (its runs count once their batch is typed, `loaded`)."""
         report.pages += 1
+        self.progress(report)
+
+    def loaded(self, report: FlowReport, runs: int, rejected: int) -> None:
+        """A batch became `runs` rows (each run once a sync) and `rejected` rejects."""
         report.runs += runs
         report.rejected += rejected
         self.progress(report)

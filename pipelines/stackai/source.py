@@ -18,8 +18,8 @@ import pendulum
 from dlt.extract import DltResource, DltSource
 
 from pipelines.stackai import endpoint
-from pipelines.stackai.client import FlowRef, RunsClient, StackAIError
-from pipelines.stackai.normalise import RejectedRun, normalise_run, unknown_enum_values
+from pipelines.stackai.batch import BATCH_RUNS, FlowBatcher
+from pipelines.stackai.client import FlowRef, Page, RunsClient, StackAIError
 from pipelines.stackai.report import FlowReport, SyncReport
 from pipelines.stackai.window import (
     FlowPlan,
@@ -100,40 +100,59 @@ def _read(
     log.info("flow %s: reading runs from %s to %s", name, _iso(start) or "the beginning", end)
     windows = [(start, end)] + [(lo, hi) for _, lo, hi in plan.rechecks]
     flow_report.rechecks = len(plan.rechecks)
-    loaded: set[str] = set()  # page drift can show a run twice in one sync; load it once
-    for lo, hi in windows:
-        for page in client.iter_pages(flow, lo, hi):
-            rows, rejected = [], []
-            for raw in page:
-                try:
-                    row = normalise_run(raw, flow.org_id, flow.flow_id)
-                except RejectedRun as exc:
-                    rejected.append(_rejected_row(raw, exc.reason, flow))
-                    continue
-                if row["run_id"] in loaded:
-                    continue
-                loaded.add(row["run_id"])
-                seen.see(row["run_id"], row["date"], row.get("state"))
-                if plan.state.cursor is None or row["date"] > plan.state.cursor:
-                    flow_report.new_runs += 1
-                for field, value in unknown_enum_values(row):
-                    flow_report.count_unknown(field, value)
-                rows.append(row)
-            report.page(flow_report, len(rows), len(rejected))
-            if flow_report.pages % PROGRESS_EVERY_PAGES == 0:
-                log.info(
-                    "flow %s: %d pages, %d runs so far", name, flow_report.pages, flow_report.runs
-                )
-            if rows:
-                yield rows
-            if rejected:
-                log.warning(
-                    "flow %s: %d record(s) rejected, e.g. %s",
-                    name,
-                    len(rejected),
-                    rejected[0]["reason"],
-                )
-                yield dlt.mark.with_table_name(rejected, endpoint.REJECTED_TABLE)
+    with FlowBatcher(
+        flow.org_id, flow.flow_id, plan.state.cursor, watched=plan.state.open_runs
+    ) as batcher:
+        pending: list[Page] = []
+        pending_runs = 0
+        for lo, hi in windows:
+            for page in client.iter_pages(flow, lo, hi):
+                report.page(flow_report)
+                if flow_report.pages % PROGRESS_EVERY_PAGES == 0:
+                    log.info(
+                        "flow %s: %d pages, %d runs so far",
+                        name,
+                        flow_report.pages,
+                        flow_report.runs + pending_runs,
+                    )
+                if page:
+                    pending.append(page)
+                    pending_runs += len(page)
+                if pending_runs >= BATCH_RUNS:
+                    yield from _load_batch(batcher, pending, flow, seen, report, flow_report)
+                    pending, pending_runs = [], 0
+        if pending:
+            yield from _load_batch(batcher, pending, flow, seen, report, flow_report)
+
+
+def _load_batch(
+    batcher: FlowBatcher,
+    pages: list[Page],
+    flow: FlowRef,
+    seen: Observations,
+    report: SyncReport,
+    flow_report: FlowReport,
+) -> Iterator[Any]:
+    """Type a batch of pages; yield its Arrow tables and rejects, and record what it showed."""
+    batch = batcher.normalise([(page, getattr(page, "body", None)) for page in pages])
+    seen.see_batch(batch.newest, batch.opened, batch.closed)
+    flow_report.new_runs += batch.new_runs
+    for field, value, count in batch.unknown:
+        flow_report.count_unknown(field, value, count)
+    report.loaded(flow_report, batch.loaded, len(batch.rejected))
+    for table in batch.runs:
+        yield dlt.mark.with_table_name(table, endpoint.RUNS_TABLE)
+    for table in batch.usage:
+        yield dlt.mark.with_table_name(table, endpoint.LLM_USAGE_TABLE)
+    if batch.rejected:
+        log.warning(
+            "flow %s: %d record(s) rejected, e.g. %s",
+            flow,
+            len(batch.rejected),
+            batch.rejected[0][1],
+        )
+        rows = [_rejected_row(raw, reason, flow) for raw, reason in batch.rejected]
+        yield dlt.mark.with_table_name(rows, endpoint.REJECTED_TABLE)
 
 
 def _safe_error(exc: BaseException) -> str:
@@ -166,10 +185,10 @@ def flow_runs(
         table_name=endpoint.RUNS_TABLE,
         write_disposition="merge",
         primary_key=endpoint.PRIMARY_KEY,
-        columns=endpoint.RUN_COLUMNS,
-        nested_hints={"llm_usage": {"columns": endpoint.LLM_USAGE_COLUMNS}},
+        columns={**endpoint.RUN_COLUMNS, **endpoint.ROW_KEY_COLUMN},
         schema_contract=SCHEMA_CONTRACT,
         parallelized=True,
+        file_format="parquet",
     )
     def runs() -> Any:
         resource_state = dlt.current.resource_state()
@@ -203,16 +222,30 @@ def flow_runs(
             flow_report.cursor_after,
         )
 
-    # The rejected records' table is a variant of this resource's hints. A variant starts as a
-    # copy of the resource's (merge on run_id, the run columns): clear those first, then give it
-    # its own append-only columns.
+    # The other tables are variants of this resource's hints. A variant starts as a copy of the
+    # resource's (merge on run_id, the run columns): clear those first, then give it its own.
+    # LLM usage: merge_key run_id, so a re-read run's rows replace all of its earlier ones (a run
+    # re-read with no usage at all is cleaned up after the load, `sync._drop_orphan_usage`).
+    runs.apply_hints(
+        table_name=endpoint.LLM_USAGE_TABLE,
+        create_table_variant=True,
+        primary_key=(),
+        merge_key=endpoint.PRIMARY_KEY,
+        columns={},
+    )
+    runs.apply_hints(
+        table_name=endpoint.LLM_USAGE_TABLE,
+        create_table_variant=True,
+        columns={**endpoint.LLM_USAGE_COLUMNS, **endpoint.USAGE_LINK_COLUMNS},
+    )
+    # Rejected records: append-only; JSON lines, which keep NUL bytes (insert_values would not).
     runs.apply_hints(
         table_name=endpoint.REJECTED_TABLE,
         create_table_variant=True,
         write_disposition="append",
         primary_key=(),
         columns={},
-        nested_hints={},
+        file_format="jsonl",
     )
     runs.apply_hints(
         table_name=endpoint.REJECTED_TABLE,

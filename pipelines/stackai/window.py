@@ -14,6 +14,7 @@ run older than the tail (but younger than `max_open_run_age`) with a narrow wind
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -224,6 +225,29 @@ class Observations:
         else:
             # Any other value, unknown ones included, is not re-checked: only the documented
             # open states are known to change later.
+            if self.watched is None or run_id in self.watched:
+                self.closed.add(run_id)
+            self.opened.pop(run_id, None)
+
+    def see_batch(
+        self,
+        newest: datetime | None,
+        opened: Iterable[tuple[str, datetime]],
+        closed: Iterable[str],
+    ) -> None:
+        """What a batch of runs showed, at once (`batch.FlowBatcher` loads each run once a sync).
+
+        Args:
+            newest: The batch's newest run `date` (UTC), None for an empty batch.
+            opened: `(run_id, date)` of its runs in an open state.
+            closed: run_ids of its runs in any other state (only watched ones are kept).
+        """
+        if newest is not None and (self.newest is None or newest > self.newest):
+            self.newest = newest
+        for run_id, date in opened:
+            self.opened[run_id] = date
+            self.closed.discard(run_id)
+        for run_id in closed:
             if self.watched is None or run_id in self.watched:
                 self.closed.add(run_id)
             self.opened.pop(run_id, None)

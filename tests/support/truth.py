@@ -97,6 +97,8 @@ def loaded_runs(path: Path) -> dict[str, dict[str, Any]]:
         )
         names = [d[0] for d in cursor.description]
         usage = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+        (stored,) = con.execute("select count(*) from stackai.flow_runs__llm_usage").fetchone()
+    assert stored == len(usage), f"{stored - len(usage)} usage rows without their run"
     runs: dict[str, dict[str, Any]] = {}
     for row in rows:
         row = {k: v for k, v in row.items() if not k.startswith("_dlt_")}

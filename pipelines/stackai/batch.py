@@ -1,0 +1,545 @@
+"""Normalise a flow's runs a batch of pages at a time: DuckDB types plain runs, Python the rest.
+
+`normalise_run` (one dict in, one row out) is the reference for what a row is. It costs tens of
+microseconds a run in Python, which caps a first sync of millions of runs at a few thousand runs a
+second. So a batch (a few thousand runs) is split:
+
+* **plain** runs, whose every field already has its column's JSON type (the usual case, checked in
+  Python by `is_plain`), are typed by DuckDB straight from the page bytes (`read_json` with
+  declared column types) into Arrow tables, several times faster than any per-row Python;
+* every other record (unknown fields, values needing coercion, rejects) goes through
+  `normalise_run` exactly as before, then into Arrow.
+
+Both routes give the same rows for a plain run (tests compare them on generated records). The
+Arrow tables carry dlt's link columns (`_dlt_id`, and `_dlt_root_id`/`_dlt_parent_id`/
+`_dlt_list_idx` on `flow_runs__llm_usage`), so dlt merges them like the nested table its own
+normaliser would make, and users' joins on `_dlt_root_id = _dlt_id` keep working.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import orjson
+import pendulum
+import pyarrow as pa
+
+from pipelines.stackai import endpoint
+from pipelines.stackai.normalise import (
+    ENUM_FIELDS,
+    RejectedRun,
+    normalise_run,
+    unknown_enum_values,
+)
+
+log = logging.getLogger(__name__)
+
+ROW_KEY = "_dlt_id"
+ROOT_KEY = "_dlt_root_id"
+PARENT_KEY = "_dlt_parent_id"
+LIST_INDEX = "_dlt_list_idx"
+
+BATCH_RUNS = 5_000
+"""Runs typed together: large enough that DuckDB's per-query cost (about a millisecond) is
+noise, small enough that a batch's Arrow tables stay a few MB."""
+
+_ARROW_TYPES = {
+    "text": pa.string(),
+    "bool": pa.bool_(),
+    "double": pa.float64(),
+    "bigint": pa.int64(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+_DUCKDB_TYPES = {
+    "text": "VARCHAR",
+    "bool": "BOOLEAN",
+    "double": "DOUBLE",
+    "bigint": "BIGINT",
+    "timestamp": "VARCHAR",  # cast after reading, with the session time zone pinned to UTC
+}
+
+# --- what a plain record is --------------------------------------------------------------------
+
+_PLAIN_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
+"""Date-times DuckDB's TIMESTAMPTZ cast reads as `parse_api_datetime` does (tested)."""
+_MAX_EXACT_INT = 2**53
+_INT64_MAX = 2**63 - 1  # orjson decodes nothing below int64's minimum
+_MAX_OFFSET = 16 * 3600  # seconds; DuckDB reads UTC offsets up to +/-15:59
+
+_ID_FIELDS = frozenset({"run_id", "ran_by_id", "parent_run_id"})
+_SERVED_ONLY = frozenset({"org_id", "flow_id"})
+"""Columns the sync sets from the request path; a record carrying them takes the Python path."""
+
+_NONE = type(None)
+_JSON_TYPES: dict[str, frozenset[type]] = {
+    "text": frozenset({str, _NONE}),
+    "bool": frozenset({bool, _NONE}),
+    "double": frozenset({float, int, _NONE}),
+    "bigint": frozenset({int, _NONE}),
+    "timestamp": frozenset({str}),
+}
+"""The decoded JSON types a column takes as they are (`type() is`: a bool is no int here)."""
+
+
+def _allowed(columns: Mapping[str, Any]) -> dict[str, frozenset[type]]:
+    return {
+        name: _JSON_TYPES[column["data_type"]]
+        for name, column in columns.items()
+        if name not in _SERVED_ONLY
+    }
+
+
+_RUN_TYPES = {
+    **_allowed(endpoint.RUN_COLUMNS),
+    "parent": frozenset({dict, _NONE}),
+    "llm_usage": frozenset({list, _NONE}),
+}
+_USAGE_TYPES = _allowed(endpoint.LLM_USAGE_COLUMNS)
+_USAGE_BIGINTS = tuple(
+    name for name, column in endpoint.LLM_USAGE_COLUMNS.items() if column["data_type"] == "bigint"
+)
+_PARENT_TYPES = {
+    "run_id": _JSON_TYPES["text"],
+    "project_id": _JSON_TYPES["text"],
+    "project_name": _JSON_TYPES["text"],
+}
+
+
+def _plain_id(value: Any) -> bool:
+    # ASCII with nothing to strip: Python's `.strip().lower()` and DuckDB's `lower()` agree.
+    return value is None or (value.isascii() and value.strip() == value)
+
+
+def _plain_date(value: str) -> bool:
+    if not _PLAIN_ISO.fullmatch(value):
+        return False
+    try:
+        offset = datetime.fromisoformat(value).utcoffset()
+    except ValueError:
+        return False
+    return offset is None or abs(offset.total_seconds()) < _MAX_OFFSET
+
+
+def _plain_usage(items: list[Any]) -> bool:
+    for item in items:
+        if type(item) is not dict:
+            return False
+        for key, value in item.items():
+            allowed = _USAGE_TYPES.get(key)
+            if allowed is None or type(value) not in allowed:
+                return False  # unknown key: a new column, Python's job
+        for key in _USAGE_BIGINTS:
+            value = item.get(key)
+            if value is not None and value > _INT64_MAX:
+                return False
+    return True
+
+
+def _plain_parent(parent: dict[str, Any]) -> bool:
+    for key, allowed in _PARENT_TYPES.items():
+        if type(parent.get(key)) not in allowed:
+            return False
+    return _plain_id(parent.get("run_id"))
+
+
+def is_plain(record: Any) -> bool:
+    """Whether DuckDB may type this record (else `normalise_run` does).
+
+    Args:
+        record: One element of a page's JSON array, as decoded.
+
+    Returns:
+        True when the record is an object with a non-empty `run_id`, a `date` in the API's
+        ISO-8601 form, only fields the contract lists (`ProjectRunSummary`, a nested `parent`,
+        `llm_usage` items of `LLMUsageData`), ASCII uuid fields with nothing to strip, and every
+        value already of its column's JSON type (null, a string for text, a boolean, an integer
+        within int64, a finite number). Such a record needs no coercion, so typing it in SQL
+        gives the row `normalise_run` would.
+    """
+    if type(record) is not dict:
+        return False
+    for key, value in record.items():
+        allowed = _RUN_TYPES.get(key)
+        if allowed is None or type(value) not in allowed:
+            return False
+    run_id = record.get("run_id")
+    if not run_id or not _plain_id(run_id) or not _plain_date(record.get("date") or ""):
+        return False
+    if not (_plain_id(record.get("ran_by_id")) and _plain_id(record.get("parent_run_id"))):
+        return False
+    latency = record.get("latency")
+    if latency is not None and not (
+        math.isfinite(latency)
+        if type(latency) is float
+        else -_MAX_EXACT_INT <= latency <= _MAX_EXACT_INT
+    ):
+        return False
+    tokens = record.get("total_tokens")
+    if tokens is not None and tokens > _INT64_MAX:
+        return False
+    parent = record.get("parent")
+    if parent is not None and not _plain_parent(parent):
+        return False
+    usage = record.get("llm_usage")
+    return not usage or _plain_usage(usage)
+
+
+# --- the SQL that types plain records ----------------------------------------------------------
+
+
+def _struct(columns: Mapping[str, Any], names: Iterable[str]) -> str:
+    fields = ", ".join(f'"{name}" {_DUCKDB_TYPES[columns[name]["data_type"]]}' for name in names)
+    return f"STRUCT({fields})"
+
+
+def _read_json_columns() -> dict[str, str]:
+    run = endpoint.RUN_COLUMNS
+    columns = {
+        name: _DUCKDB_TYPES[column["data_type"]]
+        for name, column in run.items()
+        if name not in _SERVED_ONLY
+    }
+    columns["parent"] = "STRUCT(run_id VARCHAR, project_id VARCHAR, project_name VARCHAR)"
+    usage = endpoint.LLM_USAGE_COLUMNS
+    columns["llm_usage"] = _struct(usage, usage) + "[]"
+    return columns
+
+
+def _run_select() -> str:
+    parts = []
+    for name in endpoint.RUN_COLUMNS:
+        if name in ("org_id", "flow_id"):
+            parts.append(f"${name} AS {name}")
+        elif name == "date":
+            # an explicit offset, so the session's time zone (ICU's, if loaded) cannot matter
+            parts.append(
+                "CAST(CASE WHEN date[-1] = 'Z' OR date[-6] IN ('+', '-') THEN date"
+                " ELSE date || 'Z' END AS TIMESTAMPTZ) AS date"
+            )
+        elif name.startswith("parent_"):
+            nested = f"coalesce({name}, parent.{name.removeprefix('parent_')})"
+            parts.append(f"{'lower' if name in _ID_FIELDS else ''}({nested}) AS {name}")
+        elif name in _ID_FIELDS:
+            parts.append(f"lower({name}) AS {name}")
+        else:
+            parts.append(f'"{name}"')
+    return ", ".join(parts)
+
+
+_TYPE_SQL = (
+    f"SELECT {_run_select()}, llm_usage, "
+    "$prefix || CAST(nextval('row_keys') AS VARCHAR) AS _dlt_id "
+    "FROM raw_batch"
+)
+
+_USAGE_FIELDS = ", ".join(
+    f'u."{name}" AS "{name}"' for name in endpoint.LLM_USAGE_COLUMNS if name != "run_id"
+)
+_USAGE_SQL = f"""
+SELECT run_id, {_USAGE_FIELDS},
+    _dlt_id AS _dlt_root_id, _dlt_id AS _dlt_parent_id, idx AS _dlt_list_idx,
+    _dlt_id || '_' || CAST(idx AS VARCHAR) AS _dlt_id
+FROM (
+    SELECT run_id, _dlt_id, unnest(llm_usage) AS u,
+        unnest(generate_series(0, len(llm_usage) - 1)) AS idx
+    FROM fresh WHERE len(llm_usage) > 0
+)
+"""
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return "[" + ", ".join("'" + value.replace("'", "''") + "'" for value in values) + "]"
+
+
+def _unknown_enums_sql() -> str:
+    parts = []
+    for name, allowed in ENUM_FIELDS.items():
+        listed = _sql_list(allowed)
+        if name.startswith("llm_usage."):
+            key = name.removeprefix("llm_usage.")
+            parts.append(
+                f"SELECT '{name}' AS field, value, count(*) AS n FROM ("
+                f"SELECT unnest(list_transform(llm_usage, lambda u: u.{key})) AS value FROM fresh)"
+                f" WHERE value IS NOT NULL AND NOT list_contains({listed}, value) GROUP BY value"
+            )
+        else:
+            parts.append(
+                f"SELECT '{name}' AS field, {name} AS value, count(*) AS n FROM fresh"
+                f" WHERE {name} IS NOT NULL AND NOT list_contains({listed}, {name}) GROUP BY {name}"
+            )
+    return " UNION ALL ".join(parts)
+
+
+_UNKNOWN_ENUMS_SQL = _unknown_enums_sql()
+_OPEN = _sql_list(sorted(endpoint.OPEN_STATES))
+
+
+# --- Arrow schemas ----------------------------------------------------------------------------
+
+
+def _schema(columns: Mapping[str, Any], extra: Sequence[pa.Field]) -> pa.Schema:
+    # Nullability as in the column hints, or dlt warns that the Arrow schema differs.
+    return pa.schema(
+        [
+            pa.field(name, _ARROW_TYPES[column["data_type"]], column.get("nullable", True))
+            for name, column in columns.items()
+        ]
+        + list(extra)
+    )
+
+
+RUNS_SCHEMA = _schema({**endpoint.RUN_COLUMNS, **endpoint.ROW_KEY_COLUMN}, [])
+USAGE_SCHEMA = _schema({**endpoint.LLM_USAGE_COLUMNS, **endpoint.USAGE_LINK_COLUMNS}, [])
+
+
+def _with_extra_text(schema: pa.Schema, rows: Sequence[Mapping[str, Any]]) -> pa.Schema:
+    # Fields the contract does not know are text (normalise_run made them so).
+    known = set(schema.names)
+    extra = sorted({key for row in rows for key in row if key not in known})
+    return pa.schema([*schema, *(pa.field(name, pa.string()) for name in extra)])
+
+
+def _to_arrow(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=_with_extra_text(schema, rows))
+
+
+def _new_row_key() -> str:
+    return uuid.uuid4().hex
+
+
+# --- one batch --------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """What one batch of pages became.
+
+    `runs`/`usage` are Arrow tables for `flow_runs`/`flow_runs__llm_usage` (possibly several,
+    when some records took the Python path); `rejected` rows for `flow_runs_rejected`; the rest
+    is what the incremental rules and the report need.
+    """
+
+    runs: list[pa.Table] = field(default_factory=list)
+    usage: list[pa.Table] = field(default_factory=list)
+    rejected: list[tuple[Any, str]] = field(default_factory=list)
+    loaded: int = 0
+    new_runs: int = 0
+    newest: datetime | None = None
+    opened: list[tuple[str, datetime]] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    unknown: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+class FlowBatcher:
+    """Types one flow's runs for one sync, batch by batch; remembers the run_ids it has
+    loaded, so a run that page drift shows twice loads once.
+
+    Args:
+        org_id, flow_id: Where the runs were read (they fill the `org_id`/`flow_id` columns).
+        cursor: The flow's cursor before this sync (UTC), to count runs newer than it.
+        watched: run_ids the flow's state holds open; only their closing is reported.
+
+    Not thread-safe: one per flow resource, used from that resource's thread. Call `close()`.
+    """
+
+    def __init__(
+        self,
+        org_id: str,
+        flow_id: str,
+        cursor: datetime | None,
+        watched: Iterable[str] = (),
+    ) -> None:
+        self.org_id = org_id
+        self.flow_id = flow_id
+        self.cursor = cursor
+        self._con = duckdb.connect(config={"threads": 1})
+        self._con.execute("CREATE TEMP TABLE seen (run_id VARCHAR)")
+        self._con.execute("CREATE TEMP SEQUENCE row_keys")
+        # dlt's row keys must be unique in the table: a random prefix per flow and sync, then a
+        # counter (dlt's own are random too).
+        self._prefix = _new_row_key()[:16]
+        self._con.execute("CREATE TEMP TABLE watched (run_id VARCHAR)")
+        self._watched = frozenset(watched)
+        if self._watched:
+            self._con.execute("INSERT INTO watched SELECT unnest(?)", [sorted(self._watched)])
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> FlowBatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def normalise(self, pages: Sequence[tuple[Sequence[Any], bytes | None]]) -> Batch:
+        """Type a batch of pages.
+
+        Args:
+            pages: `(records, body)` per page: the decoded JSON array and the response body it
+                was decoded from (None: re-encode the records).
+
+        Returns:
+            A `Batch`. Records that cannot become rows are in `rejected` with the reason
+            (`RejectedRun`'s words); runs already loaded earlier in this sync are left out.
+        """
+        batch = Batch()
+        plain_bodies: list[bytes] = []
+        plain: list[Any] = []
+        odd: list[Any] = []
+        for records, body in pages:
+            flags = [is_plain(record) for record in records]
+            if all(flags) and body is not None:
+                inner = body.strip()[1:-1].strip()
+                if inner:
+                    plain_bodies.append(inner)
+                plain.extend(records)
+                continue
+            kept = [record for record, ok in zip(records, flags, strict=True) if ok]
+            if kept:
+                plain_bodies.append(orjson.dumps(kept)[1:-1])
+                plain.extend(kept)
+            odd.extend(record for record, ok in zip(records, flags, strict=True) if not ok)
+        if odd:
+            self._python_path(odd, batch)
+        if plain_bodies:
+            try:
+                self._duckdb_path(b"[" + b",".join(plain_bodies) + b"]", batch)
+            except duckdb.Error as exc:
+                # Never expected (the records were checked plain), but no reason to lose them:
+                # the reference path types them instead, slower.
+                log.warning(
+                    "flow %s/%s: DuckDB could not type a batch (%s); typing it in Python",
+                    self.org_id,
+                    self.flow_id,
+                    exc,
+                )
+                self._python_path(plain, batch)
+        return batch
+
+    # -- Python: the reference path, for anything not plain ------------------------------
+
+    def _python_path(self, records: Sequence[Any], batch: Batch) -> None:
+        rows: list[dict[str, Any]] = []
+        for raw in records:
+            try:
+                rows.append(normalise_run(raw, self.org_id, self.flow_id))
+            except RejectedRun as exc:
+                batch.rejected.append((raw, exc.reason))
+        if not rows:
+            return
+        ids = [row["run_id"] for row in rows]
+        self._con.execute(
+            "CREATE OR REPLACE TEMP TABLE candidates AS SELECT unnest(?) AS run_id", [ids]
+        )
+        already = {
+            run_id
+            for (run_id,) in self._con.execute(
+                "SELECT run_id FROM candidates WHERE run_id IN (SELECT run_id FROM seen)"
+            ).fetchall()
+        }
+        fresh: list[dict[str, Any]] = []
+        for row in rows:
+            if row["run_id"] in already:
+                continue
+            already.add(row["run_id"])
+            fresh.append(row)
+        if not fresh:
+            return
+        self._con.execute("INSERT INTO seen SELECT unnest(?)", [[row["run_id"] for row in fresh]])
+        runs, usage = [], []
+        for row in fresh:
+            for field_name, value in unknown_enum_values(row):
+                batch.unknown.append((field_name, value, 1))
+            row = dict(row)
+            row_key = _new_row_key()
+            for index, item in enumerate(row.pop("llm_usage")):
+                usage.append(
+                    {
+                        **item,
+                        ROOT_KEY: row_key,
+                        PARENT_KEY: row_key,
+                        LIST_INDEX: index,
+                        ROW_KEY: _new_row_key(),
+                    }
+                )
+            row[ROW_KEY] = row_key
+            runs.append(row)
+            self._see(batch, row["run_id"], row["date"], row.get("state"))
+        for row in runs:
+            row["date"] = pendulum.instance(row["date"]).in_timezone("UTC")
+        batch.runs.append(_to_arrow(runs, RUNS_SCHEMA))
+        if usage:
+            batch.usage.append(_to_arrow(usage, USAGE_SCHEMA))
+        batch.loaded += len(runs)
+
+    def _see(self, batch: Batch, run_id: str, date: datetime, state: Any) -> None:
+        if batch.newest is None or date > batch.newest:
+            batch.newest = date
+        if self.cursor is None or date > self.cursor:
+            batch.new_runs += 1
+        if state in endpoint.OPEN_STATES:
+            batch.opened.append((run_id, date))
+        elif run_id in self._watched:
+            batch.closed.append(run_id)
+
+    # -- DuckDB: plain records, straight from the bytes ----------------------------------
+
+    def _duckdb_path(self, body: bytes, batch: Batch) -> None:
+        con = self._con
+        con.read_json(io.BytesIO(body), format="array", columns=_COLUMNS).create_view(
+            "raw_batch", replace=True
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE fresh AS " + _TYPE_SQL,
+            {"org_id": self.org_id, "flow_id": self.flow_id, "prefix": self._prefix},
+        )
+        # Page drift can show a run twice: keep its first copy, once per sync. Checked on the
+        # run_id column alone, so the usual batch without repeats is not copied again.
+        repeats = (
+            "run_id IN (SELECT run_id FROM seen)"
+            " OR rowid NOT IN (SELECT min(rowid) FROM fresh GROUP BY run_id)"
+        )
+        if con.execute(f"SELECT count(*) FROM fresh WHERE {repeats}").fetchone()[0]:
+            con.execute(f"DELETE FROM fresh WHERE {repeats}")
+        count, newest, new_runs = con.execute(
+            "SELECT count(*), max(date), count(*) FILTER (WHERE $cursor IS NULL OR date > $cursor)"
+            " FROM fresh",
+            {"cursor": self.cursor},
+        ).fetchone()
+        if not count:
+            return
+        opened = con.execute(
+            f"SELECT run_id, date FROM fresh WHERE list_contains({_OPEN}, state)"
+        ).fetchall()
+        closed = con.execute(
+            f"SELECT run_id FROM fresh WHERE NOT coalesce(list_contains({_OPEN}, state), false)"
+            " AND run_id IN (SELECT run_id FROM watched)"
+        ).fetchall()
+        unknown = con.execute(_UNKNOWN_ENUMS_SQL).fetchall()
+        runs = con.sql("SELECT * EXCLUDE (llm_usage) FROM fresh").to_arrow_table()
+        usage = con.sql(_USAGE_SQL).to_arrow_table()
+        # Only now, with nothing left that can fail, are these runs remembered as loaded.
+        con.execute("INSERT INTO seen SELECT run_id FROM fresh")
+        batch.loaded += count
+        batch.new_runs += new_runs
+        if batch.newest is None or newest > batch.newest:
+            batch.newest = newest
+        batch.opened.extend(opened)
+        batch.closed.extend(run_id for (run_id,) in closed)
+        batch.unknown.extend(unknown)
+        batch.runs.append(runs.cast(RUNS_SCHEMA))
+        if usage.num_rows:
+            batch.usage.append(usage.cast(USAGE_SCHEMA))
+
+
+_COLUMNS = _read_json_columns()

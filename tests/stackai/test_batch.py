@@ -1,0 +1,380 @@
+"""The batch path: DuckDB types plain runs, `normalise_run` the rest; both must give the same rows.
+
+`normalise_run` is the reference. Every test here compares the batch path's Arrow rows with what
+the reference makes of the same records, on records generated to cover the plain forms (which
+DuckDB types) and the odd ones (which must fall back to Python).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines.stackai.batch import FlowBatcher, is_plain
+from pipelines.stackai.normalise import RejectedRun, normalise_run, unknown_enum_values
+
+ORG, FLOW = "org-1", "flow-1"
+
+PLAIN = {
+    "run_id": "6f1c2b3a-0000-4000-8000-00000000abcd",
+    "date": "2026-11-29T10:15:30.123456",
+    "is_flow_successful": True,
+    "state": "COMPLETED",
+    "error": None,
+    "latency": 2.5,
+    "total_tokens": 30,
+    "user_id": "u-1",
+    "inputs": '{"q": "hi"}',
+    "outputs": "plain text ✓ 🚀 \x00 nul",
+    "llms": '["gpt-4o"]',
+    "feedback": None,
+    "run_type": "api",
+    "ran_by_type": "user",
+    "ran_by_id": "AB-12",
+    "ran_by_display_name": "lea@example.com",
+    "llm_usage": [{"provider": "OpenAI", "model_id": "gpt-4o", "tokens": 30, "input_tokens": 20}],
+}
+
+
+def batch_rows(records: list[Any], body: bytes | None = None, **kwargs: Any):
+    """Run one batch; return (runs by run_id, rejected reasons, the Batch)."""
+    with FlowBatcher(ORG, FLOW, kwargs.pop("cursor", None), **kwargs) as batcher:
+        batch = batcher.normalise([(records, orjson.dumps(records) if body is None else body)])
+    usage: dict[str, list[dict]] = defaultdict(list)
+    for table in batch.usage:
+        for row in table.to_pylist():
+            usage[row.pop("_dlt_root_id")].append(row)
+    runs = {}
+    for table in batch.runs:
+        for row in table.to_pylist():
+            items = sorted(usage.pop(row["_dlt_id"], []), key=lambda u: u["_dlt_list_idx"])
+            assert [u["_dlt_list_idx"] for u in items] == list(range(len(items)))
+            assert all(u["_dlt_parent_id"] == row["_dlt_id"] for u in items)
+            row.pop("_dlt_id")
+            row["llm_usage"] = [
+                {k: v for k, v in u.items() if not k.startswith("_dlt") and v is not None}
+                for u in items
+            ]
+            runs[row["run_id"]] = {k: v for k, v in row.items() if v is not None}
+    assert not usage, "usage rows without a run"
+    return runs, [reason for _, reason in batch.rejected], batch
+
+
+def reference(records: list[Any]):
+    """What `normalise_run` makes of the records: (rows by run_id, first one wins; reasons)."""
+    runs, reasons = {}, []
+    for raw in records:
+        try:
+            row = normalise_run(raw, ORG, FLOW)
+        except RejectedRun as exc:
+            reasons.append(exc.reason)
+            continue
+        row["llm_usage"] = [{k: v for k, v in u.items() if v is not None} for u in row["llm_usage"]]
+        runs.setdefault(row["run_id"], {k: v for k, v in row.items() if v is not None})
+    return runs, reasons
+
+
+# -- generated records -------------------------------------------------------------------------
+
+offsets = st.integers(min_value=-(15 * 60 + 59), max_value=15 * 60 + 59).map(
+    lambda m: timezone(timedelta(minutes=m))
+)
+instants = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1))
+
+
+@st.composite
+def api_dates(draw) -> str:
+    instant = draw(instants)
+    digits = draw(st.integers(min_value=0, max_value=6))
+    text = instant.strftime("%Y-%m-%dT%H:%M:%S")
+    if digits:
+        text += "." + f"{instant.microsecond:06d}"[:digits]
+    suffix = draw(st.sampled_from(["", "Z", "offset"]))
+    if suffix == "offset":
+        offset = draw(offsets)
+        text = instant.replace(tzinfo=offset).isoformat(timespec="seconds")[:19] + text[19:]
+        minutes = int(offset.utcoffset(None).total_seconds() // 60)
+        sign = "-" if minutes < 0 else "+"
+        text += f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    return text + ("Z" if suffix == "Z" else "")
+
+
+texts = st.one_of(st.none(), st.text(max_size=30))
+json_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)  # what orjson decodes
+odd_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    json_ints,
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=10),
+    st.sampled_from(["12", " 7 ", "true", "1e3", "12x", "ÄB-1", " ab ", ""]),
+    st.lists(json_ints, max_size=2),
+    st.dictionaries(st.sampled_from(["a", "run_id"]), json_ints, max_size=2),
+)
+usage_items = st.fixed_dictionaries(
+    {},
+    optional={
+        "provider": st.one_of(st.sampled_from(["OpenAI", "Anthropic", "Nope"]), odd_values),
+        "model_id": texts,
+        "tokens": st.one_of(st.integers(min_value=0, max_value=10**6), odd_values),
+        "input_tokens": st.integers(min_value=0, max_value=10**6),
+        "output_tokens": st.one_of(st.none(), st.integers(min_value=0, max_value=10**6)),
+        "connection_id": texts,
+        "connection_origin": st.sampled_from(["stack_ai", "external_db", "elsewhere"]),
+        "is_local_model": st.one_of(st.booleans(), odd_values),
+        "should_charge": st.booleans(),
+        "run_id": texts,
+        "brand_new": odd_values,
+    },
+)
+
+
+@st.composite
+def records(draw, index: int) -> Any:
+    if draw(st.integers(min_value=0, max_value=30)) == 0:
+        return draw(st.one_of(st.none(), json_ints, st.text(max_size=5), st.lists(st.none())))
+    run_id = draw(st.sampled_from(["", None, " ", f"RUN-{index}", f"run-{index} ", f"Ünï-{index}"]))
+    if draw(st.integers(min_value=0, max_value=3)):
+        run_id = f"6F1C2B3A-0000-4000-8000-{index:012d}"
+    record = draw(
+        st.fixed_dictionaries(
+            {"run_id": st.just(run_id), "date": st.one_of(api_dates(), odd_values)},
+            optional={
+                "state": st.sampled_from(["PENDING", "COMPLETED", "FAILED", "ARCHIVED", None]),
+                "is_flow_successful": st.one_of(st.booleans(), odd_values),
+                "latency": st.one_of(
+                    st.floats(allow_nan=False, allow_infinity=False), json_ints, odd_values
+                ),
+                "total_tokens": st.one_of(
+                    st.integers(min_value=-(2**63), max_value=2**63 - 1), odd_values
+                ),
+                "error": texts,
+                "inputs": st.one_of(texts, odd_values),
+                "outputs": texts,
+                "user_id": texts,
+                "run_type": st.sampled_from(["api", "form", "telepathy"]),
+                "ran_by_id": st.one_of(texts, st.just("AbC-9")),
+                "parent_run_id": st.one_of(texts, st.just("P-1")),
+                "parent_project_id": texts,
+                "parent": st.one_of(
+                    st.none(),
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "run_id": st.one_of(texts, st.just("PARENT-1"), odd_values),
+                            "project_id": texts,
+                            "project_name": texts,
+                            "other": odd_values,
+                        },
+                    ),
+                    odd_values,
+                ),
+                "llm_usage": st.one_of(st.none(), st.lists(usage_items, max_size=3), odd_values),
+                "a_new_field": odd_values,
+            },
+        )
+    )
+    return record
+
+
+ascii_ids = st.from_regex(r"[A-Za-z0-9_.-]{0,14}", fullmatch=True)
+plain_texts = st.one_of(st.none(), st.text(max_size=40))
+int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+plain_usage = st.fixed_dictionaries(
+    {},
+    optional={
+        "provider": st.one_of(st.sampled_from(["OpenAI", "Groq", "Other"]), plain_texts),
+        "model_id": plain_texts,
+        "tokens": st.one_of(st.none(), int64),
+        "input_tokens": st.one_of(st.none(), int64),
+        "output_tokens": st.one_of(st.none(), int64),
+        "connection_id": plain_texts,
+        "connection_origin": st.sampled_from(["stack_ai", "external_db", "elsewhere"]),
+        "is_local_model": st.one_of(st.none(), st.booleans()),
+        "should_charge": st.one_of(st.none(), st.booleans()),
+        "run_id": plain_texts,
+    },
+)
+
+
+@st.composite
+def plain_records(draw, index: int) -> dict[str, Any]:
+    """Records whose every value has its column's JSON type: the ones DuckDB types."""
+    run_id = f"6F1C2B3A-0000-4000-8000-{index:012d}"
+    return draw(
+        st.fixed_dictionaries(
+            {
+                "run_id": st.sampled_from([run_id, run_id.lower()]),
+                "date": api_dates(),
+            },
+            optional={
+                "conversation_id": plain_texts,
+                "is_flow_successful": st.one_of(st.none(), st.booleans()),
+                "state": st.sampled_from(["PENDING", "PAUSED", "COMPLETED", "ARCHIVED", None]),
+                "error": plain_texts,
+                "latency": st.one_of(
+                    st.none(),
+                    st.floats(allow_nan=False, allow_infinity=False),
+                    st.integers(min_value=-(2**53), max_value=2**53),
+                ),
+                "total_tokens": st.one_of(st.none(), int64),
+                "user_id": plain_texts,
+                "inputs": plain_texts,
+                "outputs": plain_texts,
+                "llms": plain_texts,
+                "feedback": plain_texts,
+                "run_type": st.sampled_from(["api", "form", "telepathy", None]),
+                "ran_by_type": st.sampled_from(["user", "robot", None]),
+                "ran_by_id": st.one_of(st.none(), ascii_ids),
+                "ran_by_display_name": plain_texts,
+                "parent_run_id": st.one_of(st.none(), ascii_ids),
+                "parent_project_id": plain_texts,
+                "parent_project_name": plain_texts,
+                "parent": st.one_of(
+                    st.none(),
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "run_id": st.one_of(st.none(), ascii_ids),
+                            "project_id": plain_texts,
+                            "project_name": plain_texts,
+                            "ignored": odd_values,
+                        },
+                    ),
+                ),
+                "llm_usage": st.one_of(st.none(), st.lists(plain_usage, max_size=3)),
+            },
+        )
+    )
+
+
+@st.composite
+def pages(draw) -> list[Any]:
+    count = draw(st.integers(min_value=0, max_value=12))
+    return [draw(st.one_of(records(index), plain_records(index))) for index in range(count)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10**6), max_size=8, unique=True).flatmap(
+    lambda ids: st.tuples(*(plain_records(i) for i in ids))))  # fmt: skip
+def test_plain_records_are_typed_by_duckdb_as_python_would(page):
+    page = list(page)
+    assert all(is_plain(record) for record in page)
+    runs, reasons, batch = batch_rows(page)
+    assert (runs, reasons) == reference(page)
+    assert batch.loaded == len(page)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pages())
+def test_the_batch_path_gives_the_reference_rows(page):
+    runs, reasons, batch = batch_rows(page)
+    want_runs, want_reasons = reference(page)
+    assert runs == want_runs
+    assert sorted(reasons) == sorted(want_reasons)
+    assert batch.loaded == len(want_runs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(date=api_dates())
+def test_duckdb_reads_the_api_dates_as_python_does(date):
+    record = {**PLAIN, "date": date}
+    assert is_plain(record), date  # else this test would not test DuckDB
+    runs, _, _ = batch_rows([record])
+    assert runs[PLAIN["run_id"]]["date"] == reference([record])[0][PLAIN["run_id"]]["date"]
+
+
+def test_a_plain_page_is_typed_by_duckdb_from_its_bytes():
+    body = orjson.dumps([PLAIN])
+    runs, reasons, _ = batch_rows([PLAIN], body=b"  " + body + b"\n")
+    assert reasons == []
+    row = runs[PLAIN["run_id"]]
+    assert row["outputs"] == PLAIN["outputs"]  # NUL and emoji byte for byte
+    assert row["ran_by_id"] == "ab-12"
+    assert row["date"] == datetime(2026, 11, 29, 10, 15, 30, 123456, tzinfo=UTC)
+    assert row["llm_usage"] == [
+        {"run_id": PLAIN["run_id"], "provider": "OpenAI", "model_id": "gpt-4o", "tokens": 30,
+         "input_tokens": 20}
+    ]  # fmt: skip
+    assert runs == reference([PLAIN])[0]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"total_tokens": "12"},
+        {"total_tokens": 12.0},
+        {"total_tokens": True},
+        {"total_tokens": 2**63},
+        {"latency": 2**60},
+        {"is_flow_successful": "true"},
+        {"inputs": {"q": 1}},
+        {"run_id": " padded "},
+        {"run_id": "ÜNICODE-1"},
+        {"ran_by_id": "Ä"},
+        {"date": "2026-11-29T10:15:30+16:00"},
+        {"date": "2026-11-29 10:15:30"},
+        {"date": "2026-02-30T10:15:30"},
+        {"date": None},
+        {"brand_new_field": "x"},
+        {"org_id": "spoofed"},
+        {"parent": {"run_id": 5}},
+        {"parent": "not an object"},
+        {"llm_usage": [{"provider": "OpenAI", "tokens": "3"}]},
+        {"llm_usage": [{"provider": "OpenAI", "cost": 1.5}]},
+        {"llm_usage": ["not an object"]},
+        {"llm_usage": {"provider": "OpenAI"}},
+    ],
+)
+def test_anything_needing_coercion_takes_the_python_path(change):
+    record = {**PLAIN, **change}
+    assert not is_plain(record)
+    assert batch_rows([record, PLAIN | {"run_id": "other"}])[:2] == reference(
+        [record, PLAIN | {"run_id": "other"}]
+    )
+
+
+def test_a_run_shown_twice_loads_once_per_sync():
+    later = PLAIN | {"state": "FAILED"}
+    with FlowBatcher(ORG, FLOW, None) as batcher:
+        first = batcher.normalise([([PLAIN, later], None)])
+        again = batcher.normalise([([later], orjson.dumps([later]))])
+        odd = batcher.normalise([([later | {"total_tokens": "30"}], None)])
+    assert (first.loaded, again.loaded, odd.loaded) == (1, 0, 0)
+    assert sum(t.num_rows for t in first.runs) == 1
+    assert again.runs == [] and odd.runs == []
+
+
+def test_batch_observations_match_the_rows():
+    cursor = datetime(2026, 11, 29, 12, tzinfo=UTC)
+    page = [
+        PLAIN | {"run_id": "a", "date": "2026-11-29T11:00:00Z", "state": "PENDING"},
+        PLAIN | {"run_id": "b", "date": "2026-11-29T13:00:00Z", "state": "COMPLETED"},
+        PLAIN | {"run_id": "c", "date": "2026-11-29T14:00:00+01:00", "state": "PAUSED"},
+        PLAIN | {"run_id": "w", "date": "2026-11-29T09:00:00Z", "state": "ARCHIVED",
+                 "llm_usage": [{"provider": "Nope"}, {"provider": "Nope"}]},
+        PLAIN | {"run_id": "x", "date": "2026-11-29T09:00:00Z", "state": "FAILED",
+                 "total_tokens": "4"},
+    ]  # fmt: skip
+    _, _, batch = batch_rows(page, cursor=cursor, watched={"w", "x", "gone"})
+    assert batch.newest == datetime(2026, 11, 29, 13, tzinfo=UTC)
+    assert batch.new_runs == 2
+    assert sorted(batch.opened) == [
+        ("a", datetime(2026, 11, 29, 11, tzinfo=UTC)),
+        ("c", datetime(2026, 11, 29, 13, tzinfo=UTC)),
+    ]
+    assert sorted(batch.closed) == ["w", "x"]
+    counted: Counter = Counter()
+    for field, value, n in batch.unknown:
+        counted[f"{field}={value}"] += n
+    want: Counter = Counter()
+    for raw in page:
+        for field, value in unknown_enum_values(normalise_run(raw, ORG, FLOW)):
+            want[f"{field}={value}"] += 1
+    assert counted == want == Counter({"state=ARCHIVED": 1, "llm_usage.provider=Nope": 2})
