@@ -48,6 +48,8 @@ ROOT_KEY = "_dlt_root_id"
 PARENT_KEY = "_dlt_parent_id"
 LIST_INDEX = "_dlt_list_idx"
 
+SMALL_BATCH = 500
+"""Fewer runs than this, before any large batch, are typed in Python: no DuckDB to start."""
 BATCH_RUNS = 5_000
 """Runs typed together: large enough that DuckDB's per-query cost (about a millisecond) is
 noise, small enough that a batch's Arrow tables stay a few MB."""
@@ -347,6 +349,7 @@ class FlowBatcher:
         org_id, flow_id: Where the runs were read (they fill the `org_id`/`flow_id` columns).
         cursor: The flow's cursor before this sync (UTC), to count runs newer than it.
         watched: run_ids the flow's state holds open; only their closing is reported.
+        small_batch: Until a batch has this many runs, batches are typed in Python.
 
     Not thread-safe: one per flow resource, used from that resource's thread. Call `close()`.
     """
@@ -357,23 +360,41 @@ class FlowBatcher:
         flow_id: str,
         cursor: datetime | None,
         watched: Iterable[str] = (),
+        small_batch: int = SMALL_BATCH,
     ) -> None:
         self.org_id = org_id
+        self.small_batch = small_batch
         self.flow_id = flow_id
         self.cursor = cursor
-        self._con = duckdb.connect(config={"threads": 1})
-        self._con.execute("CREATE TEMP TABLE seen (run_id VARCHAR)")
-        self._con.execute("CREATE TEMP SEQUENCE row_keys")
+        self._watched = frozenset(watched)
         # dlt's row keys must be unique in the table: a random prefix per flow and sync, then a
         # counter (dlt's own are random too).
         self._prefix = _new_row_key()[:16]
-        self._con.execute("CREATE TEMP TABLE watched (run_id VARCHAR)")
-        self._watched = frozenset(watched)
-        if self._watched:
-            self._con.execute("INSERT INTO watched SELECT unnest(?)", [sorted(self._watched)])
+        # run_ids loaded so far this sync: a set until DuckDB is first needed, then a table
+        # there (a few bytes a run instead of ~100 in a Python set, for first syncs of millions)
+        self._seen: set[str] = set()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._plain: list[bytes] = []  # plain records: JSON array bodies without brackets
+        self._odd: list[Any] = []  # the others, decoded
+        self._pending_runs = 0
+
+    def _duckdb(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            con = duckdb.connect(config={"threads": 1})
+            con.execute("CREATE TEMP TABLE seen (run_id VARCHAR)")
+            con.execute("CREATE TEMP SEQUENCE row_keys")
+            con.execute("CREATE TEMP TABLE watched (run_id VARCHAR)")
+            if self._watched:
+                con.execute("INSERT INTO watched SELECT unnest(?)", [sorted(self._watched)])
+            if self._seen:
+                con.execute("INSERT INTO seen SELECT unnest(?)", [sorted(self._seen)])
+                self._seen.clear()
+            self._con = con
+        return self._con
 
     def close(self) -> None:
-        self._con.close()
+        if self._con is not None:
+            self._con.close()
 
     def __enter__(self) -> FlowBatcher:
         return self
@@ -381,39 +402,53 @@ class FlowBatcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def normalise(self, pages: Sequence[tuple[Sequence[Any], bytes | None]]) -> Batch:
-        """Type a batch of pages.
+    @property
+    def pending_runs(self) -> int:
+        """Records taken by `add` since the last `flush`."""
+        return self._pending_runs
+
+    def add(self, records: Sequence[Any], body: bytes | None = None) -> None:
+        """Take one page into the pending batch.
 
         Args:
-            pages: `(records, body)` per page: the decoded JSON array and the response body it
-                was decoded from (None: re-encode the records).
+            records: The page's decoded JSON array.
+            body: The response body it was decoded from (None: re-encoded when needed).
+
+        A plain page is kept as its bytes only, so a batch holds about its size in JSON,
+        not the decoded objects (several times more).
+        """
+        self._pending_runs += len(records)
+        flags = [is_plain(record) for record in records]
+        if all(flags) and body is not None:
+            inner = body.strip()[1:-1].strip()
+            if inner:
+                self._plain.append(inner)
+            return
+        kept = [record for record, ok in zip(records, flags, strict=True) if ok]
+        if kept:
+            self._plain.append(orjson.dumps(kept)[1:-1])
+        self._odd.extend(record for record, ok in zip(records, flags, strict=True) if not ok)
+
+    def flush(self) -> Batch:
+        """Type the pending batch.
 
         Returns:
             A `Batch`. Records that cannot become rows are in `rejected` with the reason
             (`RejectedRun`'s words); runs already loaded earlier in this sync are left out.
         """
         batch = Batch()
-        plain_bodies: list[bytes] = []
-        plain: list[Any] = []
-        odd: list[Any] = []
-        for records, body in pages:
-            flags = [is_plain(record) for record in records]
-            if all(flags) and body is not None:
-                inner = body.strip()[1:-1].strip()
-                if inner:
-                    plain_bodies.append(inner)
-                plain.extend(records)
-                continue
-            kept = [record for record, ok in zip(records, flags, strict=True) if ok]
-            if kept:
-                plain_bodies.append(orjson.dumps(kept)[1:-1])
-                plain.extend(kept)
-            odd.extend(record for record, ok in zip(records, flags, strict=True) if not ok)
+        plain, odd, total = self._plain, self._odd, self._pending_runs
+        self._plain, self._odd, self._pending_runs = [], [], 0
+        body = b"[" + b",".join(plain) + b"]" if plain else None
+        if self._con is None and total < self.small_batch:
+            # An incremental sync's few runs: Python types them faster than DuckDB starts.
+            self._python_path(odd + (orjson.loads(body) if body else []), batch)
+            return batch
         if odd:
             self._python_path(odd, batch)
-        if plain_bodies:
+        if body:
             try:
-                self._duckdb_path(b"[" + b",".join(plain_bodies) + b"]", batch)
+                self._duckdb_path(body, batch)
             except duckdb.Error as exc:
                 # Never expected (the records were checked plain), but no reason to lose them:
                 # the reference path types them instead, slower.
@@ -423,8 +458,14 @@ class FlowBatcher:
                     self.flow_id,
                     exc,
                 )
-                self._python_path(plain, batch)
+                self._python_path(orjson.loads(body), batch)
         return batch
+
+    def normalise(self, pages: Iterable[tuple[Sequence[Any], bytes | None]]) -> Batch:
+        """`add` each `(records, body)` page, then `flush`."""
+        for records, body in pages:
+            self.add(records, body)
+        return self.flush()
 
     # -- Python: the reference path, for anything not plain ------------------------------
 
@@ -437,16 +478,7 @@ class FlowBatcher:
                 batch.rejected.append((raw, exc.reason))
         if not rows:
             return
-        ids = [row["run_id"] for row in rows]
-        self._con.execute(
-            "CREATE OR REPLACE TEMP TABLE candidates AS SELECT unnest(?) AS run_id", [ids]
-        )
-        already = {
-            run_id
-            for (run_id,) in self._con.execute(
-                "SELECT run_id FROM candidates WHERE run_id IN (SELECT run_id FROM seen)"
-            ).fetchall()
-        }
+        already = self._already_seen([row["run_id"] for row in rows])
         fresh: list[dict[str, Any]] = []
         for row in rows:
             if row["run_id"] in already:
@@ -455,7 +487,12 @@ class FlowBatcher:
             fresh.append(row)
         if not fresh:
             return
-        self._con.execute("INSERT INTO seen SELECT unnest(?)", [[row["run_id"] for row in fresh]])
+        if self._con is None:
+            self._seen.update(row["run_id"] for row in fresh)
+        else:
+            self._con.execute(
+                "INSERT INTO seen SELECT unnest(?)", [[row["run_id"] for row in fresh]]
+            )
         runs, usage = [], []
         for row in fresh:
             for field_name, value in unknown_enum_values(row):
@@ -482,6 +519,18 @@ class FlowBatcher:
             batch.usage.append(_to_arrow(usage, USAGE_SCHEMA))
         batch.loaded += len(runs)
 
+    def _already_seen(self, ids: list[str]) -> set[str]:
+        if self._con is None:
+            return self._seen.intersection(ids)
+        return {
+            run_id
+            for (run_id,) in self._con.execute(
+                "SELECT run_id FROM (SELECT unnest(?) AS run_id)"
+                " WHERE run_id IN (SELECT run_id FROM seen)",
+                [ids],
+            ).fetchall()
+        }
+
     def _see(self, batch: Batch, run_id: str, date: datetime, state: Any) -> None:
         if batch.newest is None or date > batch.newest:
             batch.newest = date
@@ -495,7 +544,7 @@ class FlowBatcher:
     # -- DuckDB: plain records, straight from the bytes ----------------------------------
 
     def _duckdb_path(self, body: bytes, batch: Batch) -> None:
-        con = self._con
+        con = self._duckdb()
         con.read_json(io.BytesIO(body), format="array", columns=_COLUMNS).create_view(
             "raw_batch", replace=True
         )

@@ -3,6 +3,9 @@
 Each flow is its own dlt resource so that it has its own resource state (its cursor) and dlt's
 extract thread pool fetches flows concurrently (`parallelized=True`, at most `[extract] workers`
 at once). A flow that fails is reported and leaves its state untouched; the other flows load.
+
+Pages are typed a batch at a time (`batch.py`) and yielded as Arrow tables for `flow_runs` and
+`flow_runs__llm_usage` (dlt loads them as parquet), and as rows for `flow_runs_rejected`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dlt.extract import DltResource, DltSource
 
 from pipelines.stackai import endpoint
 from pipelines.stackai.batch import BATCH_RUNS, FlowBatcher
-from pipelines.stackai.client import FlowRef, Page, RunsClient, StackAIError
+from pipelines.stackai.client import FlowRef, RunsClient, StackAIError
 from pipelines.stackai.report import FlowReport, SyncReport
 from pipelines.stackai.window import (
     FlowPlan,
@@ -103,8 +106,6 @@ def _read(
     with FlowBatcher(
         flow.org_id, flow.flow_id, plan.state.cursor, watched=plan.state.open_runs
     ) as batcher:
-        pending: list[Page] = []
-        pending_runs = 0
         for lo, hi in windows:
             for page in client.iter_pages(flow, lo, hi):
                 report.page(flow_report)
@@ -113,28 +114,24 @@ def _read(
                         "flow %s: %d pages, %d runs so far",
                         name,
                         flow_report.pages,
-                        flow_report.runs + pending_runs,
+                        flow_report.runs + batcher.pending_runs,
                     )
-                if page:
-                    pending.append(page)
-                    pending_runs += len(page)
-                if pending_runs >= BATCH_RUNS:
-                    yield from _load_batch(batcher, pending, flow, seen, report, flow_report)
-                    pending, pending_runs = [], 0
-        if pending:
-            yield from _load_batch(batcher, pending, flow, seen, report, flow_report)
+                batcher.add(page, getattr(page, "body", None))
+                if batcher.pending_runs >= BATCH_RUNS:
+                    yield from _load_batch(batcher, flow, seen, report, flow_report)
+        if batcher.pending_runs:
+            yield from _load_batch(batcher, flow, seen, report, flow_report)
 
 
 def _load_batch(
     batcher: FlowBatcher,
-    pages: list[Page],
     flow: FlowRef,
     seen: Observations,
     report: SyncReport,
     flow_report: FlowReport,
 ) -> Iterator[Any]:
     """Type a batch of pages; yield its Arrow tables and rejects, and record what it showed."""
-    batch = batcher.normalise([(page, getattr(page, "body", None)) for page in pages])
+    batch = batcher.flush()
     seen.see_batch(batch.newest, batch.opened, batch.closed)
     flow_report.new_runs += batch.new_runs
     for field, value, count in batch.unknown:
@@ -183,7 +180,11 @@ def flow_runs(
     @dlt.resource(
         name=name,
         table_name=endpoint.RUNS_TABLE,
-        write_disposition="merge",
+        write_disposition={
+            "disposition": "merge",
+            "strategy": "delete-insert",
+            "deduplicated": True,
+        },
         primary_key=endpoint.PRIMARY_KEY,
         columns={**endpoint.RUN_COLUMNS, **endpoint.ROW_KEY_COLUMN},
         schema_contract=SCHEMA_CONTRACT,

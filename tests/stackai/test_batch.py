@@ -44,6 +44,7 @@ PLAIN = {
 
 def batch_rows(records: list[Any], body: bytes | None = None, **kwargs: Any):
     """Run one batch; return (runs by run_id, rejected reasons, the Batch)."""
+    kwargs.setdefault("small_batch", 0)  # DuckDB for every batch: what these tests compare
     with FlowBatcher(ORG, FLOW, kwargs.pop("cursor", None), **kwargs) as batcher:
         batch = batcher.normalise([(records, orjson.dumps(records) if body is None else body)])
     usage: dict[str, list[dict]] = defaultdict(list)
@@ -342,7 +343,7 @@ def test_anything_needing_coercion_takes_the_python_path(change):
 
 def test_a_run_shown_twice_loads_once_per_sync():
     later = PLAIN | {"state": "FAILED"}
-    with FlowBatcher(ORG, FLOW, None) as batcher:
+    with FlowBatcher(ORG, FLOW, None, small_batch=0) as batcher:
         first = batcher.normalise([([PLAIN, later], None)])
         again = batcher.normalise([([later], orjson.dumps([later]))])
         odd = batcher.normalise([([later | {"total_tokens": "30"}], None)])
@@ -378,3 +379,16 @@ def test_batch_observations_match_the_rows():
         for field, value in unknown_enum_values(normalise_run(raw, ORG, FLOW)):
             want[f"{field}={value}"] += 1
     assert counted == want == Counter({"state=ARCHIVED": 1, "llm_usage.provider=Nope": 2})
+
+
+def test_small_batches_skip_duckdb_until_a_large_one_and_still_load_each_run_once():
+    runs = [PLAIN | {"run_id": f"run-{i}"} for i in range(12)]
+    with FlowBatcher(ORG, FLOW, None, small_batch=10) as batcher:
+        small = batcher.normalise([(runs[:6], orjson.dumps(runs[:6]))])
+        assert batcher._con is None, "a small batch opened DuckDB"
+        large = batcher.normalise([(runs, orjson.dumps(runs))])
+        assert batcher._con is not None
+        again = batcher.normalise([(runs[:3], orjson.dumps(runs[:3]))])
+    assert (small.loaded, large.loaded, again.loaded) == (6, 6, 0)
+    rows = [row for batch in (small, large) for table in batch.runs for row in table.to_pylist()]
+    assert sorted(row["run_id"] for row in rows) == sorted(r["run_id"] for r in runs)
