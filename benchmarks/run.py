@@ -272,7 +272,7 @@ def bench_load(sizes: Sizes, workdir: Path, seed: int) -> list[Row]:
     rows = {}
     for key, label, task, file, want, nested in (
         ("raw", "raw DuckDB: read_json -> create table as", "load_raw", pages_file, truth, False),
-        ("ours", "ours: normalise_run + hints, jsonl, merge", "load_ours", pages_file, truth, True),
+        ("ours", "ours: batch typing, Arrow, merge", "load_ours", pages_file, truth, True),
         ("naive", "naive dlt resource (insert_values, inferred)", "load_naive", naive_file,
          naive_truth, True),
     ):  # fmt: skip
