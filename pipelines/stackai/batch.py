@@ -25,12 +25,11 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 import orjson
-import pendulum
 import pyarrow as pa
 
 from pipelines.stackai import endpoint
@@ -125,9 +124,12 @@ def _plain_date(value: str) -> bool:
     if not _PLAIN_ISO.fullmatch(value):
         return False
     try:
-        offset = datetime.fromisoformat(value).utcoffset()
-    except ValueError:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is not None and parsed.year in (1, 9999):  # UTC may leave 1-9999
+            parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return False
+    offset = parsed.utcoffset()
     return offset is None or abs(offset.total_seconds()) < _MAX_OFFSET
 
 
@@ -374,8 +376,12 @@ class FlowBatcher:
         # there (a few bytes a run instead of ~100 in a Python set, for first syncs of millions)
         self._seen: set[str] = set()
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._plain: list[bytes] = []  # plain records: JSON array bodies without brackets
-        self._odd: list[Any] = []  # the others, decoded
+        # the pending batch: plain records as JSON array bodies without brackets, the others
+        # already normalised or rejected, and the run_ids taken into it
+        self._plain: list[bytes] = []
+        self._rows: list[dict[str, Any]] = []
+        self._rejected: list[tuple[Any, str]] = []
+        self._taken: set[str] = set()
         self._pending_runs = 0
 
     def _duckdb(self) -> duckdb.DuckDBPyConnection:
@@ -414,20 +420,39 @@ class FlowBatcher:
             records: The page's decoded JSON array.
             body: The response body it was decoded from (None: re-encoded when needed).
 
-        A plain page is kept as its bytes only, so a batch holds about its size in JSON,
-        not the decoded objects (several times more).
+        A run shown twice in a batch (page drift) is taken once, its first copy in page
+        order, as `normalise_run` row by row would. Records that are not plain are normalised
+        here (they are few); a plain page is kept as its bytes only, so a batch holds about its
+        size in JSON, not the decoded objects (several times more).
         """
         self._pending_runs += len(records)
-        flags = [is_plain(record) for record in records]
-        if all(flags) and body is not None:
-            inner = body.strip()[1:-1].strip()
+        taken = self._taken
+        plain: list[Any] = []
+        as_received = body is not None
+        for record in records:
+            if is_plain(record):
+                run_id = record["run_id"].lower()  # plain ids have nothing to strip
+                if run_id in taken:
+                    as_received = False
+                    continue
+                taken.add(run_id)
+                plain.append(record)
+                continue
+            as_received = False
+            try:
+                row = normalise_run(record, self.org_id, self.flow_id)
+            except RejectedRun as exc:
+                self._rejected.append((record, exc.reason))
+                continue
+            if row["run_id"] not in taken:
+                taken.add(row["run_id"])
+                self._rows.append(row)
+        if as_received:
+            inner = body.strip()[1:-1].strip()  # type: ignore[union-attr]
             if inner:
                 self._plain.append(inner)
-            return
-        kept = [record for record, ok in zip(records, flags, strict=True) if ok]
-        if kept:
-            self._plain.append(orjson.dumps(kept)[1:-1])
-        self._odd.extend(record for record, ok in zip(records, flags, strict=True) if not ok)
+        elif plain:
+            self._plain.append(orjson.dumps(plain)[1:-1])
 
     def flush(self) -> Batch:
         """Type the pending batch.
@@ -436,16 +461,17 @@ class FlowBatcher:
             A `Batch`. Records that cannot become rows are in `rejected` with the reason
             (`RejectedRun`'s words); runs already loaded earlier in this sync are left out.
         """
-        batch = Batch()
-        plain, odd, total = self._plain, self._odd, self._pending_runs
-        self._plain, self._odd, self._pending_runs = [], [], 0
+        batch = Batch(rejected=self._rejected)
+        rows, plain, total = self._rows, self._plain, self._pending_runs
+        self._rows, self._plain, self._rejected, self._taken = [], [], [], set()
+        self._pending_runs = 0
         body = b"[" + b",".join(plain) + b"]" if plain else None
-        if self._con is None and total < self.small_batch:
+        if body and self._con is None and total < self.small_batch:
             # An incremental sync's few runs: Python types them faster than DuckDB starts.
-            self._python_path(odd + (orjson.loads(body) if body else []), batch)
-            return batch
-        if odd:
-            self._python_path(odd, batch)
+            rows += self._normalise_plain(body)
+            body = None
+        if rows:
+            self._load_rows(rows, batch)
         if body:
             try:
                 self._duckdb_path(body, batch)
@@ -458,7 +484,7 @@ class FlowBatcher:
                     self.flow_id,
                     exc,
                 )
-                self._python_path(orjson.loads(body), batch)
+                self._load_rows(self._normalise_plain(body), batch)
         return batch
 
     def normalise(self, pages: Iterable[tuple[Sequence[Any], bytes | None]]) -> Batch:
@@ -469,22 +495,13 @@ class FlowBatcher:
 
     # -- Python: the reference path, for anything not plain ------------------------------
 
-    def _python_path(self, records: Sequence[Any], batch: Batch) -> None:
-        rows: list[dict[str, Any]] = []
-        for raw in records:
-            try:
-                rows.append(normalise_run(raw, self.org_id, self.flow_id))
-            except RejectedRun as exc:
-                batch.rejected.append((raw, exc.reason))
-        if not rows:
-            return
+    def _normalise_plain(self, body: bytes) -> list[dict[str, Any]]:
+        # plain records always normalise (that is what plain means)
+        return [normalise_run(raw, self.org_id, self.flow_id) for raw in orjson.loads(body)]
+
+    def _load_rows(self, rows: list[dict[str, Any]], batch: Batch) -> None:
         already = self._already_seen([row["run_id"] for row in rows])
-        fresh: list[dict[str, Any]] = []
-        for row in rows:
-            if row["run_id"] in already:
-                continue
-            already.add(row["run_id"])
-            fresh.append(row)
+        fresh = [row for row in rows if row["run_id"] not in already]
         if not fresh:
             return
         if self._con is None:
@@ -512,8 +529,6 @@ class FlowBatcher:
             row[ROW_KEY] = row_key
             runs.append(row)
             self._see(batch, row["run_id"], row["date"], row.get("state"))
-        for row in runs:
-            row["date"] = pendulum.instance(row["date"]).in_timezone("UTC")
         batch.runs.append(_to_arrow(runs, RUNS_SCHEMA))
         if usage:
             batch.usage.append(_to_arrow(usage, USAGE_SCHEMA))
@@ -581,9 +596,11 @@ class FlowBatcher:
         con.execute("INSERT INTO seen SELECT run_id FROM fresh")
         batch.loaded += count
         batch.new_runs += new_runs
+        # DuckDB hands TIMESTAMPTZ to Python in the host's time zone (when ICU is loaded)
+        newest = newest.astimezone(UTC)
         if batch.newest is None or newest > batch.newest:
             batch.newest = newest
-        batch.opened.extend(opened)
+        batch.opened.extend((run_id, date.astimezone(UTC)) for run_id, date in opened)
         batch.closed.extend(run_id for (run_id,) in closed)
         batch.unknown.extend(unknown)
         batch.runs.append(runs.cast(RUNS_SCHEMA))

@@ -54,6 +54,13 @@ def parse_api_datetime(value: Any) -> pendulum.DateTime:
     Raises:
         ValueError: the value is not a string or datetime, or not an ISO-8601 date-time.
     """
+    try:
+        return _parse_api_datetime(value)
+    except OverflowError:  # e.g. 9999-12-31T23:30:00-01:00 is in year 10000 in UTC
+        raise ValueError(f"date-time out of range in UTC: {value!r}") from None
+
+
+def _parse_api_datetime(value: Any) -> pendulum.DateTime:
     if isinstance(value, str) and _FAST_ISO.fullmatch(value):
         # The forms the API emits: the standard library parses them 40x faster than pendulum.
         fast = datetime.fromisoformat(value)

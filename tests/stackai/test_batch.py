@@ -392,3 +392,48 @@ def test_small_batches_skip_duckdb_until_a_large_one_and_still_load_each_run_onc
     assert (small.loaded, large.loaded, again.loaded) == (6, 6, 0)
     rows = [row for batch in (small, large) for table in batch.runs for row in table.to_pylist()]
     assert sorted(row["run_id"] for row in rows) == sorted(r["run_id"] for r in runs)
+
+
+@pytest.mark.parametrize("small_batch", [0, 1000])
+@pytest.mark.parametrize("plain_first", [True, False])
+def test_a_run_shown_twice_in_a_batch_keeps_its_first_copy_whichever_path_types_it(
+    small_batch, plain_first
+):
+    plain = PLAIN | {"state": "PENDING", "total_tokens": 3}
+    odd = PLAIN | {"state": "COMPLETED", "total_tokens": "3"}  # a string: not plain
+    first, second = (plain, odd) if plain_first else (odd, plain)
+    pages = [([first], orjson.dumps([first])), ([second], orjson.dumps([second]))]
+    with FlowBatcher(ORG, FLOW, None, small_batch=small_batch) as batcher:
+        batch = batcher.normalise(pages)
+    rows = [row for table in batch.runs for row in table.to_pylist()]
+    assert [row["state"] for row in rows] == [first["state"]]
+    assert rows[0]["run_id"] == reference([first, second])[0][PLAIN["run_id"]]["run_id"]
+    assert [run_id for run_id, _ in batch.opened] == ([PLAIN["run_id"]] if plain_first else [])
+
+
+@pytest.mark.parametrize(
+    "date", ["9999-12-31T23:30:00-01:00", "0001-01-01T00:30:00+01:00", "10000-01-01T00:00:00"]
+)
+def test_a_date_outside_years_1_to_9999_in_utc_is_rejected_not_a_crash(date):
+    record = PLAIN | {"date": date}
+    assert not is_plain(record)
+    with pytest.raises(RejectedRun, match="date"):
+        normalise_run(record, ORG, FLOW)
+    runs, reasons, _ = batch_rows([record, PLAIN | {"run_id": "other"}])
+    assert list(runs) == ["other"] and len(reasons) == 1
+
+
+def test_observed_dates_are_utc_whatever_the_hosts_time_zone(monkeypatch):
+    time = pytest.importorskip("time")
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14
+    time.tzset()
+    try:
+        page = [PLAIN | {"state": "PENDING", "date": "2026-01-01T00:00:00.000001Z"}]
+        _, _, batch = batch_rows(page)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert batch.newest.utcoffset() == timedelta(0)
+    assert batch.newest == datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
+    assert [date.utcoffset() for _, date in batch.opened] == [timedelta(0)]
+    assert batch.newest.isoformat() == "2026-01-01T00:00:00.000001+00:00"
