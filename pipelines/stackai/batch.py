@@ -11,9 +11,10 @@ second. So a batch (a few thousand runs) is split:
   `normalise_run` exactly as before, then into Arrow.
 
 Both routes give the same rows for a plain run (tests compare them on generated records). The
-Arrow tables carry dlt's link columns (`_dlt_id`, and `_dlt_root_id`/`_dlt_parent_id`/
-`_dlt_list_idx` on `flow_runs__llm_usage`), so dlt merges them like the nested table its own
-normaliser would make, and users' joins on `_dlt_root_id = _dlt_id` keep working.
+Arrow tables carry the link columns dlt's own normaliser would give a nested `llm_usage` table
+(`_dlt_id`, and `_dlt_root_id`/`_dlt_parent_id`/`_dlt_list_idx` on `flow_runs__llm_usage`), so
+users' joins on `_dlt_root_id = _dlt_id` keep working; the table itself is merged on `run_id`
+(dlt cannot write a nested table from Arrow).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ _DUCKDB_TYPES = {
     "bool": "BOOLEAN",
     "double": "DOUBLE",
     "bigint": "BIGINT",
-    "timestamp": "VARCHAR",  # cast after reading, with the session time zone pinned to UTC
+    "timestamp": "VARCHAR",  # cast after reading, with an explicit offset (`_run_select`)
 }
 
 # --- what a plain record is --------------------------------------------------------------------
@@ -290,19 +291,18 @@ _OPEN = _sql_list(sorted(endpoint.OPEN_STATES))
 # --- Arrow schemas ----------------------------------------------------------------------------
 
 
-def _schema(columns: Mapping[str, Any], extra: Sequence[pa.Field]) -> pa.Schema:
+def _schema(columns: Mapping[str, Any]) -> pa.Schema:
     # Nullability as in the column hints, or dlt warns that the Arrow schema differs.
     return pa.schema(
         [
             pa.field(name, _ARROW_TYPES[column["data_type"]], column.get("nullable", True))
             for name, column in columns.items()
         ]
-        + list(extra)
     )
 
 
-RUNS_SCHEMA = _schema({**endpoint.RUN_COLUMNS, **endpoint.ROW_KEY_COLUMN}, [])
-USAGE_SCHEMA = _schema({**endpoint.LLM_USAGE_COLUMNS, **endpoint.USAGE_LINK_COLUMNS}, [])
+RUNS_SCHEMA = _schema({**endpoint.RUN_COLUMNS, **endpoint.ROW_KEY_COLUMN})
+USAGE_SCHEMA = _schema({**endpoint.LLM_USAGE_COLUMNS, **endpoint.USAGE_LINK_COLUMNS})
 
 
 def _with_extra_text(schema: pa.Schema, rows: Sequence[Mapping[str, Any]]) -> pa.Schema:
