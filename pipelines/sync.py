@@ -65,7 +65,11 @@ def open_pipeline(duckdb_path: Path, memory_limit: str | None = None) -> dlt.Pip
     return dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
         pipelines_dir=str(pipelines_dir_for(duckdb_path)),
-        destination=dlt.destinations.duckdb(credentials),
+        # dlt 1.31 leaves DuckDB's `supports_transactions` unset, so a merge without DDL (a
+        # table without nested tables) runs its DELETE and INSERT in autocommit: a kill between
+        # them leaves the runs deleted until the package is loaded again. DuckDB's transactions
+        # are atomic (tests/test_crash.py kills a sync there).
+        destination=dlt.destinations.duckdb(credentials, supports_transactions=True),
         dataset_name=DATASET_NAME,
     )
 

@@ -28,10 +28,10 @@ def sync_args(settings) -> list[str]:
     return command
 
 
-def run_and_get_killed(settings, point: str) -> subprocess.CompletedProcess:
+def run_and_get_killed(settings, point: str, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "STACKAI_API_KEY": settings.api_key}
     return subprocess.run(
-        [sys.executable, str(CRASHING_SYNC), point, *sync_args(settings)],
+        [sys.executable, str(CRASHING_SYNC), point, *sync_args(settings), *extra],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -53,7 +53,14 @@ def cursors(settings) -> dict[str, str | None]:
 
 @pytest.mark.parametrize(
     "point",
-    ["before_normalize", "before_load", "after_staging_commit", "mid_load", "before_commit"],
+    [
+        "before_normalize",
+        "before_load",
+        "after_staging_commit",
+        "mid_load",
+        "mid_merge",
+        "before_commit",
+    ],
 )
 def test_killed_at_a_pipeline_step_then_rerun_equals_ground_truth(settings, world, point):
     assert run_sync(settings, now=world.now).ok  # an earlier, healthy sync
@@ -66,6 +73,21 @@ def test_killed_at_a_pipeline_step_then_rerun_equals_ground_truth(settings, worl
     assert report.ok, report
     horizon = real_horizon(settings)
     assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), horizon)
+
+
+def test_killed_inside_a_merge_leaves_the_stored_runs_in_place(settings, world):
+    """A full refresh re-reads every run, so its merge deletes and re-inserts all of them: a kill
+    between the two must leave the table as it was (one transaction), not empty until the
+    package is loaded again (or for good, if the working folder is lost)."""
+    assert run_sync(settings, now=world.now).ok
+    stored = loaded_runs(settings.duckdb_path)
+    killed = run_and_get_killed(settings, "mid_merge", "--full-refresh")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert loaded_runs(settings.duckdb_path) == stored
+
+    report = run_sync(settings, now=world.now)
+    assert report.ok, report
+    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), real_horizon(settings))
 
 
 def test_killed_while_paging_moves_no_cursor_and_rerun_equals_ground_truth(settings, world):

@@ -12,7 +12,9 @@ import os
 import signal
 import sys
 
+from dlt.common.storages import FileStorage
 from dlt.destinations.impl.duckdb.duck import DuckDbCopyJob
+from dlt.destinations.job_client_impl import SqlLoadJob
 from dlt.load.load import Load
 from dlt.pipeline.pipeline import Pipeline
 
@@ -30,6 +32,25 @@ def _die_after_committing_runs(job: DuckDbCopyJob) -> None:
         _die()
 
 
+_run_sql_job = SqlLoadJob.run
+
+
+def _die_between_delete_and_insert(job: SqlLoadJob) -> None:
+    """The `flow_runs` merge job: run its first statement (the DELETE of the rows being
+    replaced) as dlt runs the job, then die before its INSERT."""
+    if not os.path.basename(job._file_path).startswith("flow_runs."):
+        _run_sql_job(job)
+        return
+    job._sql_client = job._job_client.sql_client
+    with FileStorage.open_zipsafe_ro(job._file_path, "r", encoding="utf-8") as f:
+        sql = f.read()
+    statements = job._split_fragments(sql)
+    assert statements[0].upper().startswith("DELETE"), statements[0]
+    with job.maybe_transaction(sql):
+        job._sql_client.execute_many(statements[:1])
+        _die()
+
+
 KILL_POINTS = {
     # extracted (runs and state written to a package), nothing normalised or loaded
     "before_normalize": (Pipeline, "normalize"),
@@ -44,6 +65,8 @@ KILL_AFTER = {
     # the runs' file copied into the staging dataset and committed, before dlt records the job
     # as done: on resume the job runs again (dlt-hub/dlt#3023)
     "after_staging_commit": (DuckDbCopyJob, "run", _die_after_committing_runs),
+    # inside the merge of flow_runs: rows being replaced deleted, their new versions not inserted
+    "mid_merge": (SqlLoadJob, "run", _die_between_delete_and_insert),
 }
 
 if __name__ == "__main__":
