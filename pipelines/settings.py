@@ -246,10 +246,18 @@ def load_settings(
             "the API key is still the placeholder of .dlt/secrets.toml.example: put your key in"
             f" .dlt/secrets.toml (read from {settings_dir()}) or set STACKAI_API_KEY"
         )
+    # A key read with `$(cat key.txt)` from a file with a CRLF ending carries the CR: HTTP
+    # libraries then refuse the header and quote it, key included, in their error.
+    key = key.strip() if key else key
     if not key:
         raise ConfigError(
             "no API key: set SOURCES__STACKAI__API_KEY or STACKAI_API_KEY, or api_key in"
             f" [sources.stackai] of .dlt/secrets.toml (read from {settings_dir()})"
+        )
+    if not key.isprintable() or any(char.isspace() for char in key):
+        raise ConfigError(
+            "the API key contains spaces or control characters (not shown): check how it is set"
+            " (SOURCES__STACKAI__API_KEY, STACKAI_API_KEY or api_key in .dlt/secrets.toml)"
         )
     selected = (
         parse_flows(flows, "--flow")

@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 from pipelines.settings import SyncSettings
 from pipelines.stackai import endpoint
 from pipelines.stackai.client import FlowRef, RunsClient
-from pipelines.stackai.http import RequestStats, make_session
+from pipelines.stackai.http import RequestStats, make_session, redact
 from pipelines.stackai.report import ProgressCallback, SyncReport
 from pipelines.stackai.source import stackai_source
 from pipelines.stackai.window import SyncWindow
@@ -162,7 +162,7 @@ def _explain(exc: BaseException) -> str:
             " notebook, a DuckDB CLI) and rerun"
         )
     step = f"{exc.step} step failed: " if isinstance(exc, PipelineStepFailed) else ""
-    return f"{step}{type(cause).__name__}: {text}"
+    return redact(f"{step}{type(cause).__name__}: {text}")
 
 
 def run_sync(

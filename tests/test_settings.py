@@ -26,6 +26,20 @@ def test_key_from_either_variable_and_flags_override_config(monkeypatch):
     assert "sk-dlt" not in repr(load_settings(flows=["o/f"]))
 
 
+@pytest.mark.parametrize("ending", ["\r\n", "\n", "  ", "\t"])
+def test_a_key_read_from_a_file_loses_its_line_ending(monkeypatch, ending):
+    monkeypatch.setenv("STACKAI_API_KEY", "sk-abc" + ending)
+    assert load_settings(flows=["o/f"]).api_key == "sk-abc"
+
+
+@pytest.mark.parametrize("key", ["sk-a b", "sk-a\rb", "sk-a\x00b", "sk-\u200ba"])
+def test_a_key_with_spaces_or_control_characters_is_refused_without_showing_it(monkeypatch, key):
+    with pytest.raises(ConfigError) as info:
+        load_settings(api_key=key, flows=["o/f"])
+    assert "control characters" in str(info.value)
+    assert "sk-" not in str(info.value)
+
+
 def test_config_keys_from_the_environment(monkeypatch):
     monkeypatch.setenv("STACKAI_API_KEY", "k")
     monkeypatch.setenv("SOURCES__STACKAI__FLOWS", '["a/b", "c/d"]')

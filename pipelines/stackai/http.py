@@ -10,6 +10,7 @@ hook that logs and counts each retry per flow for the summary.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -37,6 +38,18 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 log = logging.getLogger(__name__)
+
+
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
+
+
+def redact(text: str) -> str:
+    """`text` with any `Bearer <token>` shown as `Bearer ***`.
+
+    For messages of other libraries' exceptions, which may quote the Authorization header
+    (requests' "Invalid header value b'Bearer ...'"), before they reach a log or the summary.
+    """
+    return _BEARER.sub(r"\1***", text)
 
 
 class RetryableError(Exception):

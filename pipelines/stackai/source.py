@@ -23,6 +23,7 @@ from dlt.extract import DltResource, DltSource
 from pipelines.stackai import endpoint
 from pipelines.stackai.batch import BATCH_RUNS, FlowBatcher
 from pipelines.stackai.client import FlowRef, RunsClient, StackAIError
+from pipelines.stackai.http import redact
 from pipelines.stackai.report import FlowReport, SyncReport
 from pipelines.stackai.window import (
     FlowPlan,
@@ -156,7 +157,7 @@ def _safe_error(exc: BaseException) -> str:
     # Our StackAIError messages are written to be shown; others get their type for context.
     if isinstance(exc, StackAIError):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return redact(f"{type(exc).__name__}: {exc}")
 
 
 def flow_runs(

@@ -10,7 +10,7 @@ import pytest
 import requests
 from tenacity import RetryCallState, Retrying
 
-from pipelines.stackai.http import HttpSettings, make_session, retry_wait
+from pipelines.stackai.http import HttpSettings, make_session, redact, retry_wait
 
 SETTINGS = HttpSettings(backoff_factor=2, max_retry_delay=30, jitter=0.5)
 
@@ -79,3 +79,16 @@ def test_the_request_limit_bounds_requests_in_flight(monkeypatch):
     for thread in threads:
         thread.join()
     assert peak == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ValueError: Invalid header value b'Bearer sk-sim-7a3f0\\r'",
+        'headers {"Authorization": "Bearer sk-sim-7a3f0"}',
+        "authorization: bearer sk-sim-7a3f0 and more",
+    ],
+)
+def test_bearer_tokens_are_redacted_from_messages(text):
+    assert "sk-sim-7a3f0" not in redact(text)
+    assert "***" in redact(text)
