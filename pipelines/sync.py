@@ -397,7 +397,8 @@ def _refresh_views(duckdb_path: Path, report: SyncReport) -> None:
 def _drop_rows_not_loaded_by(
     pipeline: dlt.Pipeline, flows: list[FlowRef], load_ids: list[str]
 ) -> None:
-    """Full refresh, last step: delete the flows' rows that this sync's loads did not write.
+    """Full refresh, last step: delete the flows' rows that this sync's loads did not write,
+    but for runs the API returned in a record that was rejected (their last version stays).
 
     Runs only after the reload committed, so a crash at any point leaves every run stored
     (at worst a few stale ones, removed by the next full refresh), never a gap.
@@ -411,10 +412,19 @@ def _drop_rows_not_loaded_by(
         usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
         rejected = client.make_qualified_table_name(endpoint.REJECTED_TABLE)
         existing = _existing_tables(pipeline, client)
+        # A run the API still returns but whose record was rejected this time is not stale:
+        # its last good version stays, as in any sync.
+        still_served = ""
+        if endpoint.REJECTED_TABLE in existing:
+            still_served = (
+                f" and run_id not in (select lower(trim(raw ->> '$.run_id')) from {rejected}"
+                f" where _dlt_load_id in ({ids}) and json_valid(raw)"
+                f" and json_type(raw) = 'OBJECT' and raw ->> '$.run_id' is not null)"
+            )
         for flow in flows:
             stale = (
                 f"select _dlt_id from {runs} where org_id = %s and flow_id = %s"
-                f" and _dlt_load_id not in ({ids})"
+                f" and _dlt_load_id not in ({ids}){still_served}"
             )
             if endpoint.LLM_USAGE_TABLE in existing:
                 client.execute_sql(

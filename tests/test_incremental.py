@@ -551,6 +551,25 @@ def test_a_full_refresh_rebuilds_one_flow_and_leaves_the_others_alone(settings, 
     assert_matches(loaded, expected_runs(world))
 
 
+def test_a_full_refresh_keeps_a_run_whose_record_is_now_rejected(settings, world):
+    """A run the API still returns, in a record that cannot be loaded this time, is not gone:
+    it keeps its last good version (as a normal sync would) and the record is in
+    flow_runs_rejected."""
+    target = settings.flows[0]
+    sync(settings, world)
+    run_id = old_final_run(world, target, timedelta(days=20))
+    before = loaded_runs(settings.duckdb_path)[run_id.lower()]
+    world.update_run(run_id, total_tokens="12x")
+
+    report = sync(settings.with_overrides(full_refresh=True, flows=(target,)), world)
+
+    assert report.flows[str(target)].rejected == 1
+    assert loaded_runs(settings.duckdb_path)[run_id.lower()] == before
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        reasons = con.execute("select reason from stackai.flow_runs_rejected").fetchall()
+    assert reasons == [("total_tokens: '12x' is not a valid bigint",)]
+
+
 # ------------------------------------------------------------------------- 8. a future cursor
 
 
