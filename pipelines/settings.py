@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -46,6 +47,8 @@ class ConfigError(ValueError):
 
 
 DEFAULT_MEMORY_LIMIT = "512MB"
+_MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B|bytes)", re.IGNORECASE)
+"""The sizes DuckDB's `memory_limit` accepts (e.g. 512MB, 1.5GB, 2GiB)."""
 """DuckDB's memory limit while loading, unless configured (benchmarks/README.md: why)."""
 
 
@@ -291,6 +294,20 @@ def load_settings(
         runtime = resolve_configuration(RuntimeConfiguration())
     except ConfigurationException as exc:
         raise ConfigError(f"configuration [runtime]: {str(exc).splitlines()[0]}") from None
+    for name in ("request_timeout", "request_max_retry_delay"):
+        if getattr(runtime, name) <= 0:
+            raise ConfigError(f"runtime.{name} must be positive, got {getattr(runtime, name)}")
+    if runtime.request_backoff_factor < 0:
+        raise ConfigError(
+            f"runtime.request_backoff_factor must not be negative, got"
+            f" {runtime.request_backoff_factor}"
+        )
+    limit = config.duckdb_memory_limit
+    if limit and not _MEMORY_LIMIT.fullmatch(limit.strip()):
+        raise ConfigError(
+            "sources.stackai.duckdb_memory_limit must be a size such as 512MB or 2GB,"
+            f" got {limit!r}"
+        )
     http = HttpSettings(
         connect_timeout=float(config.connect_timeout),
         read_timeout=float(runtime.request_timeout),

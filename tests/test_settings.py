@@ -73,6 +73,21 @@ def test_config_keys_from_the_environment(monkeypatch):
             {"flows": ["o/f"], "since": "2026-02-01", "until": "2026-01-01"},
             "after --until",
         ),
+        (
+            {"STACKAI_API_KEY": "k", "RUNTIME__REQUEST_TIMEOUT": "0"},
+            {"flows": ["o/f"]},
+            "runtime.request_timeout",
+        ),
+        (
+            {"STACKAI_API_KEY": "k", "SOURCES__STACKAI__DUCKDB_MEMORY_LIMIT": "lots"},
+            {"flows": ["o/f"]},
+            "sources.stackai.duckdb_memory_limit",
+        ),
+        (
+            {"STACKAI_API_KEY": "k", "SOURCES__STACKAI__DUCKDB_MEMORY_LIMIT": "1000000"},
+            {"flows": ["o/f"]},
+            "sources.stackai.duckdb_memory_limit",
+        ),
     ],
 )
 def test_bad_configuration_is_one_line_naming_the_key(monkeypatch, env, kwargs, message):
