@@ -77,7 +77,8 @@ def sync(
         typer.Option(
             "--flow",
             metavar="ORG_ID/FLOW_ID",
-            help="Sync only this flow (repeatable). Default: flows in [sources.stackai].",
+            help="Sync only this flow (repeatable). Default: the flows of sources.stackai in"
+            " .dlt/config.toml.",
         ),
     ] = None,
     base_url: Annotated[
@@ -161,14 +162,15 @@ def simulate(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0 picks a free one).")] = 8765,
     seed: Annotated[int, typer.Option(help="Seed of the generated run history.")] = 0,
     fault_rate: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--fault-rate",
             min=0.0,
             max=1.0,
-            help="Share of flow-run requests that get a random (seeded) fault; 0 = none.",
+            help="Share of flow-run requests that get a random (seeded) fault; 0 = none."
+            " Default: 1 (every request) with --fault, else 0.",
         ),
-    ] = 0.0,
+    ] = None,
     fault: Annotated[
         list[str] | None,
         typer.Option(
@@ -197,6 +199,8 @@ def simulate(
     from pipelines.simulator.server import serve_forever
 
     console.setup_logging()
+    if fault_rate is None:
+        fault_rate = 1.0 if fault else 0.0  # asking for a fault means wanting to see it
     chaos = {"fault_rate": fault_rate} | ({"fault_kinds": tuple(fault)} if fault else {})
     try:
         world = World(seed=seed, **chaos)

@@ -4,21 +4,25 @@ file in a temporary folder. Ground truth comes from the simulator's `World`, nev
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import tomlkit
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Hermetic configuration: dlt reads `.dlt/` from DLT_PROJECT_DIR, here a copy of the committed
-# config.toml only, so a developer's own secrets.toml or flows never change what tests see.
+# Hermetic configuration: dlt reads `.dlt/` from DLT_PROJECT_DIR, here a copy of config.toml
+# (its documented defaults) without the settings that point at a user's own API, so a
+# developer's secrets.toml, flows or base_url never change what tests see.
 _PROJECT = Path(tempfile.mkdtemp(prefix="stackai-runs-tests-"))
 (_PROJECT / ".dlt").mkdir()
-shutil.copy(ROOT / ".dlt" / "config.toml", _PROJECT / ".dlt" / "config.toml")
+_CONFIG = tomlkit.parse((ROOT / ".dlt" / "config.toml").read_text(encoding="utf-8"))
+for _key in ("flows", "base_url", "api_key"):
+    _CONFIG.get("sources", {}).get("stackai", {}).pop(_key, None)
+(_PROJECT / ".dlt" / "config.toml").write_text(tomlkit.dumps(_CONFIG), encoding="utf-8")
 os.environ["DLT_PROJECT_DIR"] = str(_PROJECT)
 
 from pipelines.settings import SyncSettings  # noqa: E402
