@@ -6,11 +6,12 @@ rule (a short page), a strict check that a page is a JSON array, and errors that
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import orjson
 import requests
@@ -244,6 +245,32 @@ class RunsClient:
                 yield page.response.page
         except _RetryableHTTPError as exc:
             raise exc.error from None
+
+
+def describe_transport_error(exc: BaseException) -> str | None:
+    """One line for a connection-level failure, or None if `exc` is not one.
+
+    requests' own messages run to hundreds of characters (urllib3's pool, the full URL, "Max
+    retries exceeded", which are urllib3's and not ours); this keeps the host and the cause.
+    """
+    if not isinstance(exc, requests.RequestException):
+        return None
+    url = exc.request.url if exc.request is not None and exc.request.url else ""
+    host = urlsplit(url).netloc or "the API"
+    reason = exc.args[0] if exc.args else exc
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    cause = type(reason).__name__
+    errno = re.search(r"\[Errno -?\d+\] [^)'\"]+", str(reason))
+    detail = errno.group(0).strip() if errno else str(reason)[:120]
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS with {host} failed ({cause}): is it an https server? {detail}"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"connecting to {host} timed out (ConnectTimeout)"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"{host} did not answer in time (ReadTimeout)"
+    if isinstance(exc, requests.ConnectionError):
+        return f"cannot reach {host} ({cause}): {detail}"
+    return None
 
 
 class _RetryableHTTPError(requests.HTTPError):

@@ -22,7 +22,12 @@ from dlt.extract import DltResource, DltSource
 
 from pipelines.stackai import endpoint
 from pipelines.stackai.batch import BATCH_RUNS, FlowBatcher
-from pipelines.stackai.client import FlowRef, RunsClient, StackAIError
+from pipelines.stackai.client import (
+    FlowRef,
+    RunsClient,
+    StackAIError,
+    describe_transport_error,
+)
 from pipelines.stackai.http import redact
 from pipelines.stackai.report import FlowReport, SyncReport
 from pipelines.stackai.window import (
@@ -157,7 +162,7 @@ def _safe_error(exc: BaseException) -> str:
     # Our StackAIError messages are written to be shown; others get their type for context.
     if isinstance(exc, StackAIError):
         return str(exc)
-    return redact(f"{type(exc).__name__}: {exc}")
+    return redact(describe_transport_error(exc) or f"{type(exc).__name__}: {exc}")
 
 
 def flow_runs(

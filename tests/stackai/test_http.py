@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -10,6 +11,7 @@ import pytest
 import requests
 from tenacity import RetryCallState, Retrying
 
+from pipelines.stackai.client import describe_transport_error
 from pipelines.stackai.http import HttpSettings, make_session, redact, retry_wait
 
 SETTINGS = HttpSettings(backoff_factor=2, max_retry_delay=30, jitter=0.5)
@@ -92,3 +94,16 @@ def test_the_request_limit_bounds_requests_in_flight(monkeypatch):
 def test_bearer_tokens_are_redacted_from_messages(text):
     assert "sk-sim-7a3f0" not in redact(text)
     assert "***" in redact(text)
+
+
+def test_connection_failures_read_as_one_short_line_naming_the_host():
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # nothing listens here once closed
+    try:
+        requests.get(f"http://127.0.0.1:{port}/analytics", timeout=3)
+    except requests.RequestException as exc:
+        text = describe_transport_error(exc)
+    assert text is not None and text.startswith(f"cannot reach 127.0.0.1:{port}")
+    assert "refused" in text.lower() and "Max retries" not in text and len(text) < 160
+    assert describe_transport_error(ValueError("x")) is None
