@@ -223,7 +223,7 @@ def load_source(pipeline: dlt.Pipeline, source: DltSource) -> LoadInfo:
     """
     upgrade_usage_table(pipeline)
     info = pipeline.run(source)
-    _drop_orphan_usage(pipeline)
+    _drop_superseded_usage(pipeline)
     return info
 
 
@@ -249,7 +249,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             log.warning("loading data left pending by an earlier sync that did not finish")
             pipeline.run()
             _remove_copies_left_by_a_resumed_load(pipeline)
-            _drop_orphan_usage(pipeline)
+            _drop_superseded_usage(pipeline)
         info = load_source(pipeline, stackai_source(settings.flows, client, window, report))
         done = [f for f in settings.flows if str(f) in refreshed and report.flows[str(f)].ok]
         if done:
@@ -361,12 +361,15 @@ def _existing_tables(pipeline: dlt.Pipeline, client: Any) -> set[str]:
     }
 
 
-def _drop_orphan_usage(pipeline: dlt.Pipeline) -> None:
-    """Delete LLM-usage rows whose run row is gone: a run re-read with no usage at all.
+def _drop_superseded_usage(pipeline: dlt.Pipeline) -> None:
+    """Delete LLM-usage rows older than their run's row: a run re-read with no usage at all.
 
     A re-read run's usage rows replace its old ones by merge on `run_id`; a run that now has
-    none sends no rows, so its old ones are removed here, by their link to a `_dlt_id` that the
-    merge replaced. Idempotent: it also finishes the job after a crash between load and here.
+    none sends no rows, so its old ones are removed here: their `_dlt_load_id` is older than
+    the run's. (dlt's load ids are epoch seconds with the same number of integer digits until
+    2286, so they compare as text.) Rows newer than their run are kept: a kill between the two
+    tables' merges can apply the usage first, and the run follows when the package is loaded.
+    Idempotent, so a crash before it runs is finished by the next sync.
     """
     with pipeline.sql_client() as client:
         if not {endpoint.RUNS_TABLE, endpoint.LLM_USAGE_TABLE} <= _existing_tables(
@@ -376,8 +379,8 @@ def _drop_orphan_usage(pipeline: dlt.Pipeline) -> None:
         runs = client.make_qualified_table_name(endpoint.RUNS_TABLE)
         usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
         client.execute_sql(
-            f"delete from {usage} where not exists"
-            f" (select 1 from {runs} r where r._dlt_id = {usage}._dlt_root_id)"
+            f"delete from {usage} where exists (select 1 from {runs} r"
+            f" where r.run_id = {usage}.run_id and r._dlt_load_id > {usage}._dlt_load_id)"
         )
 
 

@@ -75,13 +75,15 @@ def test_killed_at_a_pipeline_step_then_rerun_equals_ground_truth(settings, worl
     assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), horizon)
 
 
-def test_killed_inside_a_merge_leaves_the_stored_runs_in_place(settings, world):
-    """A full refresh re-reads every run, so its merge deletes and re-inserts all of them: a kill
-    between the two must leave the table as it was (one transaction), not empty until the
-    package is loaded again (or for good, if the working folder is lost)."""
+@pytest.mark.parametrize("point", ["mid_merge", "mid_usage_merge"])
+def test_killed_inside_a_merge_leaves_the_stored_runs_in_place(settings, world, point):
+    """A full refresh re-reads every run, so its merges delete and re-insert all of them: a kill
+    between the two statements must leave the table as it was (one transaction), not empty
+    until the package is loaded again (or for good, if the working folder is lost); and usage
+    rows stay linked to their runs whichever of the two tables' merges dlt ran first."""
     assert run_sync(settings, now=world.now).ok
     stored = loaded_runs(settings.duckdb_path)
-    killed = run_and_get_killed(settings, "mid_merge", "--full-refresh")
+    killed = run_and_get_killed(settings, point, "--full-refresh")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert loaded_runs(settings.duckdb_path) == stored
 

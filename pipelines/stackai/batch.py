@@ -19,11 +19,11 @@ users' joins on `_dlt_root_id = _dlt_id` keep working; the table itself is merge
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import math
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -240,11 +240,7 @@ def _run_select() -> str:
     return ", ".join(parts)
 
 
-_TYPE_SQL = (
-    f"SELECT {_run_select()}, llm_usage, "
-    "$prefix || CAST(nextval('row_keys') AS VARCHAR) AS _dlt_id "
-    "FROM raw_batch"
-)
+_TYPE_SQL = f"SELECT {_run_select()}, llm_usage, md5(lower(run_id)) AS _dlt_id FROM raw_batch"
 
 _USAGE_FIELDS = ", ".join(
     f'u."{name}" AS "{name}"' for name in endpoint.LLM_USAGE_COLUMNS if name != "run_id"
@@ -316,8 +312,14 @@ def _to_arrow(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=_with_extra_text(schema, rows))
 
 
-def _new_row_key() -> str:
-    return uuid.uuid4().hex
+def row_key(run_id: str) -> str:
+    """A run's `_dlt_id`: md5 of its (lowercase) run_id, as DuckDB's `md5()` computes it.
+
+    The same for every version of a run, so `flow_runs__llm_usage` rows stay linked to their run
+    (`_dlt_root_id = _dlt_id`) even when a crash leaves one table's merge applied and the
+    other's pending; the rows of a usage list are `ROW_KEY_idx`.
+    """
+    return hashlib.md5(run_id.encode("utf-8")).hexdigest()
 
 
 # --- one batch --------------------------------------------------------------------------------
@@ -369,9 +371,6 @@ class FlowBatcher:
         self.flow_id = flow_id
         self.cursor = cursor
         self._watched = frozenset(watched)
-        # dlt's row keys must be unique in the table: a random prefix per flow and sync, then a
-        # counter (dlt's own are random too).
-        self._prefix = _new_row_key()[:16]
         # run_ids loaded so far this sync: a set until DuckDB is first needed, then a table
         # there (a few bytes a run instead of ~100 in a Python set, for first syncs of millions)
         self._seen: set[str] = set()
@@ -388,7 +387,6 @@ class FlowBatcher:
         if self._con is None:
             con = duckdb.connect(config={"threads": 1})
             con.execute("CREATE TEMP TABLE seen (run_id VARCHAR)")
-            con.execute("CREATE TEMP SEQUENCE row_keys")
             con.execute("CREATE TEMP TABLE watched (run_id VARCHAR)")
             if self._watched:
                 con.execute("INSERT INTO watched SELECT unnest(?)", [sorted(self._watched)])
@@ -515,18 +513,18 @@ class FlowBatcher:
             for field_name, value in unknown_enum_values(row):
                 batch.unknown.append((field_name, value, 1))
             row = dict(row)
-            row_key = _new_row_key()
+            key = row_key(row["run_id"])
             for index, item in enumerate(row.pop("llm_usage")):
                 usage.append(
                     {
                         **item,
-                        ROOT_KEY: row_key,
-                        PARENT_KEY: row_key,
+                        ROOT_KEY: key,
+                        PARENT_KEY: key,
                         LIST_INDEX: index,
-                        ROW_KEY: _new_row_key(),
+                        ROW_KEY: f"{key}_{index}",
                     }
                 )
-            row[ROW_KEY] = row_key
+            row[ROW_KEY] = key
             runs.append(row)
             self._see(batch, row["run_id"], row["date"], row.get("state"))
         batch.runs.append(_to_arrow(runs, RUNS_SCHEMA))
@@ -565,7 +563,7 @@ class FlowBatcher:
         )
         con.execute(
             "CREATE OR REPLACE TEMP TABLE fresh AS " + _TYPE_SQL,
-            {"org_id": self.org_id, "flow_id": self.flow_id, "prefix": self._prefix},
+            {"org_id": self.org_id, "flow_id": self.flow_id},
         )
         # Page drift can show a run twice: keep its first copy, once per sync. Checked on the
         # run_id column alone, so the usual batch without repeats is not copied again.

@@ -232,7 +232,7 @@ def flow_runs(
     # The other tables are variants of this resource's hints. A variant starts as a copy of the
     # resource's (merge on run_id, the run columns): clear those first, then give it its own.
     # LLM usage: merge_key run_id, so a re-read run's rows replace all of its earlier ones (a run
-    # re-read with no usage at all is cleaned up after the load, `sync._drop_orphan_usage`).
+    # re-read with no usage at all is cleaned up after the load, `sync._drop_superseded_usage`).
     runs.apply_hints(
         table_name=endpoint.LLM_USAGE_TABLE,
         create_table_variant=True,

@@ -35,12 +35,19 @@ def _die_after_committing_runs(job: DuckDbCopyJob) -> None:
 _run_sql_job = SqlLoadJob.run
 
 
-def _die_between_delete_and_insert(job: SqlLoadJob) -> None:
-    """The `flow_runs` merge job: run its first statement (the DELETE of the rows being
-    replaced) as dlt runs the job, then die before its INSERT."""
-    if not os.path.basename(job._file_path).startswith("flow_runs."):
-        _run_sql_job(job)
-        return
+def _die_between_delete_and_insert(table: str):
+    def run(job: SqlLoadJob) -> None:
+        """`table`'s merge job: run its first statement (the DELETE of the rows being
+        replaced) as dlt runs the job, then die before its INSERT."""
+        if os.path.basename(job._file_path).startswith(f"{table}."):
+            _delete_then_die(job)
+        else:
+            _run_sql_job(job)
+
+    return run
+
+
+def _delete_then_die(job: SqlLoadJob) -> None:
     job._sql_client = job._job_client.sql_client
     with FileStorage.open_zipsafe_ro(job._file_path, "r", encoding="utf-8") as f:
         sql = f.read()
@@ -66,7 +73,8 @@ KILL_AFTER = {
     # as done: on resume the job runs again (dlt-hub/dlt#3023)
     "after_staging_commit": (DuckDbCopyJob, "run", _die_after_committing_runs),
     # inside the merge of flow_runs: rows being replaced deleted, their new versions not inserted
-    "mid_merge": (SqlLoadJob, "run", _die_between_delete_and_insert),
+    "mid_merge": (SqlLoadJob, "run", _die_between_delete_and_insert("flow_runs")),
+    "mid_usage_merge": (SqlLoadJob, "run", _die_between_delete_and_insert("flow_runs__llm_usage")),
 }
 
 if __name__ == "__main__":
