@@ -161,7 +161,7 @@ ROW_KEY_COLUMN: Final[TTableSchemaColumns] = named_columns(
             "nullable": False,
             "unique": True,
             "row_key": True,
-            "description": "dlt's row key: unique per row version (new each time a run loads)",
+            "description": "dlt's row key: md5 of run_id, the same for every version of a run",
         }
     }
 )
