@@ -59,7 +59,8 @@ def test_a_file_from_0_1_is_upgraded_and_its_usage_rows_replaced(settings, world
     assert run_sync(settings, now=world.now).ok
     assert loaded_runs(settings.duckdb_path) == after
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
-        (nulls,) = con.execute(
-            "select count(*) from stackai.flow_runs__llm_usage where _dlt_load_id is null"
+        (stale,) = con.execute(
+            "select count(*) from stackai.flow_runs__llm_usage u join stackai.flow_runs r"
+            " using (run_id) where u._dlt_load_id <> r._dlt_load_id"
         ).fetchone()
-    assert nulls == 0, "every usage row was rewritten by the full first sync"
+    assert stale == 0, "every usage row was rewritten with its run by the full first sync"

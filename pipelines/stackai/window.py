@@ -217,17 +217,12 @@ class Observations:
     remembered as closed (None: remember every run, for tests)."""
 
     def see(self, run_id: str, date: datetime, state: Any) -> None:
-        if self.newest is None or date > self.newest:
-            self.newest = date
+        # Any state but the documented open ones, unknown values included, is not re-checked:
+        # only those are known to change later.
         if state in OPEN_STATES:
-            self.opened[run_id] = date
-            self.closed.discard(run_id)
+            self.see_batch(date, [(run_id, date)], ())
         else:
-            # Any other value, unknown ones included, is not re-checked: only the documented
-            # open states are known to change later.
-            if self.watched is None or run_id in self.watched:
-                self.closed.add(run_id)
-            self.opened.pop(run_id, None)
+            self.see_batch(date, (), [run_id])
 
     def see_batch(
         self,

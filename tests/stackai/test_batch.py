@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.stackai.batch import FlowBatcher, is_plain
+from pipelines.stackai.batch import FlowBatcher, is_plain, row_key
 from pipelines.stackai.normalise import RejectedRun, normalise_run, unknown_enum_values
 
 ORG, FLOW = "org-1", "flow-1"
@@ -437,3 +437,17 @@ def test_observed_dates_are_utc_whatever_the_hosts_time_zone(monkeypatch):
     assert batch.newest == datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
     assert [date.utcoffset() for _, date in batch.opened] == [timedelta(0)]
     assert batch.newest.isoformat() == "2026-01-01T00:00:00.000001+00:00"
+
+
+def test_both_routes_give_a_run_the_same_row_key():
+    """`_dlt_id` is md5(run_id) whichever route typed the run, so a run keeps its key across
+    syncs and its usage rows stay linked (`_dlt_root_id`)."""
+    keys = []
+    for small_batch in (0, 1000):  # DuckDB, then Python
+        with FlowBatcher(ORG, FLOW, None, small_batch=small_batch) as batcher:
+            batch = batcher.normalise([([PLAIN], orjson.dumps([PLAIN]))])
+        (row,) = batch.runs[0].to_pylist()
+        usage = batch.usage[0].to_pylist()
+        keys.append((row["_dlt_id"], [(u["_dlt_root_id"], u["_dlt_id"]) for u in usage]))
+    key = row_key(PLAIN["run_id"])
+    assert keys[0] == keys[1] == (key, [(key, f"{key}_0")])
