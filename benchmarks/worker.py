@@ -29,12 +29,13 @@ import orjson
 from dlt.sources.rest_api import rest_api_source
 from requests.compat import json as requests_json
 
+from pipelines.load import configure_dlt, load_source, open_pipeline, run_sync
 from pipelines.settings import DEFAULT_MEMORY_LIMIT, SyncSettings
-from pipelines.stackai.client import FlowRef, Page
-from pipelines.stackai.report import SyncReport
+from pipelines.stackai.client import Page
+from pipelines.stackai.flows import FlowRef
+from pipelines.stackai.progress import SyncReport
 from pipelines.stackai.source import stackai_source
 from pipelines.stackai.window import SyncWindow
-from pipelines.sync import configure_dlt, load_source, open_pipeline, run_sync
 
 RESULT_PREFIX = "BENCH-RESULT "
 

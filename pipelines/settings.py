@@ -25,9 +25,9 @@ from dlt.common.configuration.specs import BaseConfiguration, RuntimeConfigurati
 from dlt.common.typing import TSecretStrValue
 
 from pipelines.stackai import endpoint
-from pipelines.stackai.client import FlowRef
+from pipelines.stackai.dates import parse_api_datetime
+from pipelines.stackai.flows import FlowRef, parse_flows
 from pipelines.stackai.http import HttpSettings
-from pipelines.stackai.normalise import parse_api_datetime
 from pipelines.stackai.window import WindowRules
 
 DEFAULT_DUCKDB_PATH = "stackai_runs.duckdb"
@@ -146,35 +146,6 @@ def parse_duration(value: Any, what: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def parse_flows(values: Any, what: str) -> tuple[FlowRef, ...]:
-    """Parse flows given as `"ORG_ID/FLOW_ID"` strings or `{org_id, flow_id}` tables.
-
-    Returns:
-        Distinct flows, first occurrence order.
-
-    Raises:
-        ConfigError: naming `what` and the bad entry.
-    """
-    if values is None:
-        return ()
-    if isinstance(values, str):
-        values = [v for v in values.split(",") if v.strip()]
-    flows: list[FlowRef] = []
-    for value in values:
-        try:
-            if isinstance(value, dict):
-                flow = FlowRef(str(value["org_id"]).strip(), str(value["flow_id"]).strip())
-                if not flow.org_id or not flow.flow_id:
-                    raise ValueError("empty org_id or flow_id")
-            else:
-                flow = FlowRef.parse(str(value))
-        except (KeyError, ValueError) as exc:
-            raise ConfigError(f"{what}: bad flow {value!r}: {exc}") from None
-        if flow not in flows:
-            flows.append(flow)
-    return tuple(flows)
-
-
 LOOPBACK_HOSTS = frozenset({"localhost"})
 
 
@@ -270,11 +241,14 @@ def load_settings(
             "the API key contains spaces or control characters (not shown): check how it is set"
             " (SOURCES__STACKAI__API_KEY, STACKAI_API_KEY or api_key in .dlt/secrets.toml)"
         )
-    selected = (
-        parse_flows(flows, "--flow")
-        if flows
-        else parse_flows(config.flows, "sources.stackai.flows")
-    )
+    try:
+        selected = (
+            parse_flows(flows, "--flow")
+            if flows
+            else parse_flows(config.flows, "sources.stackai.flows")
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if not selected:
         raise ConfigError(
             'no flow to sync: list them as flows = ["ORG_ID/FLOW_ID", ...] in [sources.stackai]'

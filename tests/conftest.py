@@ -27,7 +27,7 @@ os.environ["DLT_PROJECT_DIR"] = str(_PROJECT)
 
 from pipelines.settings import SyncSettings  # noqa: E402
 from pipelines.simulator import SimulatorServer, World  # noqa: E402
-from pipelines.stackai.client import FlowRef  # noqa: E402
+from pipelines.stackai.flows import FlowRef  # noqa: E402
 from pipelines.stackai.http import HttpSettings  # noqa: E402
 
 FAST_HTTP = HttpSettings(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.sync import open_pipeline, run_sync
+from pipelines.load import open_pipeline, run_sync
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 
 ROOT = Path(__file__).resolve().parents[1]

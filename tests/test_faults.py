@@ -13,8 +13,8 @@ import duckdb
 import pytest
 import requests
 
+from pipelines.load import open_pipeline, run_sync
 from pipelines.stackai.client import _detail
-from pipelines.sync import open_pipeline, run_sync
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 
 ROOT = Path(__file__).resolve().parents[1]

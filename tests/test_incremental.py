@@ -19,13 +19,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipelines.load import open_pipeline, pipelines_dir_for, run_sync
 from pipelines.settings import SyncSettings
 from pipelines.simulator import SimulatorServer, World
 from pipelines.simulator.contract import FINAL_STATES, OPEN_STATES
-from pipelines.stackai.client import FlowRef
-from pipelines.stackai.report import SyncReport
+from pipelines.stackai.flows import FlowRef
+from pipelines.stackai.progress import SyncReport
 from pipelines.stackai.window import FlowState, WindowRules
-from pipelines.sync import open_pipeline, pipelines_dir_for, run_sync
 from tests.support.truth import assert_matches, expected_run, expected_runs, loaded_runs
 
 ANCHOR = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=10)

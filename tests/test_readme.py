@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.sync import run_sync
+from pipelines.load import run_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

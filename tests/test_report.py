@@ -12,8 +12,8 @@ from pathlib import Path
 import duckdb
 from rich.console import Console
 
-from pipelines import reporting
-from pipelines.stackai.client import FlowRef
+from pipelines.analysis import report as reporting
+from pipelines.stackai.flows import FlowRef
 from tests.test_cli import stackai_runs
 from tests.test_views import FINAL, error_pattern, group, sync_with_views, truth
 
@@ -116,7 +116,7 @@ def test_report_filters_by_day_and_flow(settings, world):
 
 
 def test_report_is_read_only_and_says_when_the_views_are_missing(settings, world, tmp_path):
-    from pipelines.sync import run_sync
+    from pipelines.load import run_sync
 
     assert run_sync(settings, now=world.now).ok
     path = settings.duckdb_path

@@ -13,8 +13,8 @@ from typing import ClassVar
 
 import pytest
 
-from pipelines.stackai.client import FlowRef
-from pipelines.sync import run_sync
+from pipelines.load import run_sync
+from pipelines.stackai.flows import FlowRef
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-sim-SECRET-canary-7f3a9c"

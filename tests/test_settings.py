@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from pipelines.settings import ConfigError, check_base_url, load_settings, parse_duration
-from pipelines.stackai.client import FlowRef
+from pipelines.stackai.flows import FlowRef
 
 
 @pytest.fixture(autouse=True)

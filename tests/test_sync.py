@@ -7,8 +7,8 @@ from datetime import timedelta
 import duckdb
 import pytest
 
-from pipelines.stackai.client import FlowRef
-from pipelines.sync import open_pipeline, run_sync
+from pipelines.load import open_pipeline, run_sync
+from pipelines.stackai.flows import FlowRef
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 
 

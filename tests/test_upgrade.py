@@ -5,9 +5,9 @@ from __future__ import annotations
 import dlt
 import duckdb
 
+from pipelines.load import open_pipeline, run_sync
 from pipelines.stackai import endpoint
 from pipelines.stackai.normalise import normalise_run
-from pipelines.sync import open_pipeline, run_sync
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 
 

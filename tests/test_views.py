@@ -17,10 +17,10 @@ from typing import Any
 import duckdb
 import pytest
 
+from pipelines.analysis.views import SQL_DIR, SourceTablesMissing, ViewError, create_views
+from pipelines.load import run_sync
 from pipelines.settings import SyncSettings
 from pipelines.simulator import World
-from pipelines.sync import run_sync
-from pipelines.views import SQL_DIR, SourceTablesMissing, ViewError, create_views
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 from tests.test_cli import ROOT, stackai_runs
 
@@ -237,7 +237,7 @@ def stub_db() -> duckdb.DuckDBPyConnection:
 def test_bad_view_file_raises_view_error(stub_db, tmp_path, name, sql, message):
     (tmp_path / name).write_text(sql, encoding="utf-8")
     with pytest.raises(ViewError, match=re.escape(message)) as caught:
-        create_views(stub_db, sql_dir=tmp_path)
+        create_views(stub_db, sql_dir=tmp_path, shipped=False)
     assert name in str(caught.value)
     views = stub_db.execute("select count(*) from duckdb_views() where not internal").fetchall()
     assert views == [(0,)]
@@ -593,7 +593,7 @@ def test_every_sync_refreshes_the_views_and_a_broken_view_does_not_undo_the_load
     broken.mkdir()
     (broken / "010_runs.sql").write_text("create or replace view stackai.runs as selec 1")
     monkeypatch.setattr(
-        "pipelines.sync.create_views", lambda path: create_views(path, sql_dir=broken)
+        "pipelines.load.sync.create_views", lambda path: create_views(path, sql_dir=broken)
     )
     world.advance(1800)
     report = run_sync(settings, now=world.now)

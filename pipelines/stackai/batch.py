@@ -23,7 +23,6 @@ import hashlib
 import io
 import logging
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ import orjson
 import pyarrow as pa
 
 from pipelines.stackai import endpoint
+from pipelines.stackai.dates import PLAIN_ISO
 from pipelines.stackai.normalise import (
     ENUM_FIELDS,
     RejectedRun,
@@ -71,13 +71,9 @@ _DUCKDB_TYPES = {
 
 # --- what a plain record is --------------------------------------------------------------------
 
-_PLAIN_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
-"""Date-times DuckDB's TIMESTAMPTZ cast reads as `parse_api_datetime` does (tested)."""
 _MAX_EXACT_INT = 2**53
-_INT64_MAX = 2**63 - 1  # orjson decodes nothing below int64's minimum
 _MAX_OFFSET = 16 * 3600  # seconds; DuckDB reads UTC offsets up to +/-15:59
 
-_ID_FIELDS = frozenset({"run_id", "ran_by_id", "parent_run_id"})
 _SERVED_ONLY = frozenset({"org_id", "flow_id"})
 """Columns the sync sets from the request path; a record carrying them takes the Python path."""
 
@@ -122,7 +118,7 @@ def _plain_id(value: Any) -> bool:
 
 
 def _plain_date(value: str) -> bool:
-    if not _PLAIN_ISO.fullmatch(value):
+    if not PLAIN_ISO.fullmatch(value):
         return False
     try:
         parsed = datetime.fromisoformat(value)
@@ -144,7 +140,8 @@ def _plain_usage(items: list[Any]) -> bool:
                 return False  # unknown key: a new column, Python's job
         for key in _USAGE_BIGINTS:
             value = item.get(key)
-            if value is not None and value > _INT64_MAX:
+            # orjson decodes nothing below int64's minimum
+            if value is not None and value > endpoint.BIGINT_MAX:
                 return False
     return True
 
@@ -189,7 +186,7 @@ def is_plain(record: Any) -> bool:
     ):
         return False
     tokens = record.get("total_tokens")
-    if tokens is not None and tokens > _INT64_MAX:
+    if tokens is not None and tokens > endpoint.BIGINT_MAX:
         return False
     parent = record.get("parent")
     if parent is not None and not _plain_parent(parent):
@@ -232,8 +229,8 @@ def _run_select() -> str:
             )
         elif name.startswith("parent_"):
             nested = f"coalesce({name}, parent.{name.removeprefix('parent_')})"
-            parts.append(f"{'lower' if name in _ID_FIELDS else ''}({nested}) AS {name}")
-        elif name in _ID_FIELDS:
+            parts.append(f"{'lower' if name in endpoint.ID_FIELDS else ''}({nested}) AS {name}")
+        elif name in endpoint.ID_FIELDS:
             parts.append(f"lower({name}) AS {name}")
         else:
             parts.append(f'"{name}"')

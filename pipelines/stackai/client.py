@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
 import requests
@@ -21,8 +20,9 @@ from dlt.sources.helpers.rest_client.paginators import PageNumberPaginator
 from dlt.sources.helpers.rest_client.redaction import sanitize_url
 
 from pipelines.stackai import endpoint
+from pipelines.stackai.dates import format_api_datetime
+from pipelines.stackai.flows import FlowRef
 from pipelines.stackai.http import RetryableError
-from pipelines.stackai.normalise import format_api_datetime
 
 
 class StackAIError(Exception):
@@ -44,49 +44,6 @@ class BadPage(StackAIError, RetryableError):
 
 class ApiResponseError(StackAIError):
     """Any other HTTP error status, after retries (422 carries the server's `detail`)."""
-
-
-@dataclass(frozen=True, order=True)
-class FlowRef:
-    """One configured flow: the (org_id, flow_id) pair of the endpoint's path."""
-
-    org_id: str
-    flow_id: str
-
-    def __post_init__(self) -> None:
-        for name in ("org_id", "flow_id"):
-            value = getattr(self, name)
-            if (
-                not value
-                or value in (".", "..")
-                or any(c.isspace() or not c.isprintable() for c in value)
-            ):
-                raise ValueError(
-                    f"{name} must be a non-empty id without spaces or control characters"
-                    f" and not '.' or '..', got {value!r}"
-                )
-
-    def __str__(self) -> str:
-        return f"{self.org_id}/{self.flow_id}"
-
-    @classmethod
-    def parse(cls, text: str) -> FlowRef:
-        """Parse `ORG_ID/FLOW_ID`.
-
-        Raises:
-            ValueError: not exactly two ids separated by one `/`, or an invalid id.
-        """
-        parts = text.strip().split("/")
-        if len(parts) != 2 or not all(p.strip() for p in parts):
-            raise ValueError(f"a flow is written ORG_ID/FLOW_ID, got {text!r}")
-        return cls(parts[0].strip(), parts[1].strip())
-
-    @property
-    def path(self) -> str:
-        """The endpoint path for this flow, each id percent-encoded as one path segment."""
-        return endpoint.RUNS_PATH.format(
-            org_id=quote(self.org_id, safe=""), flow_id=quote(self.flow_id, safe="")
-        )
 
 
 class ShortPagePaginator(PageNumberPaginator):

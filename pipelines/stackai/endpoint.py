@@ -89,6 +89,13 @@ path; stated here because users' SQL uses it."""
 PRIMARY_KEY: Final = "run_id"
 
 
+ID_FIELDS: Final = ("run_id", "ran_by_id", "parent_run_id")
+"""uuid fields (`format: uuid` in the contract), stored lowercase so joins never miss on case."""
+
+BIGINT_MAX: Final = 2**63 - 1
+"""The largest value of a `bigint` column (int64); larger integers are not stored as numbers."""
+
+
 def _text(description: str, nullable: bool = True) -> dict:
     return {"data_type": "text", "nullable": nullable, "description": description}
 

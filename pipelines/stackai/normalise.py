@@ -11,22 +11,13 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
-import pendulum
-from pendulum.parsing.exceptions import ParserError
-
 from pipelines.stackai import endpoint
+from pipelines.stackai.dates import parse_api_datetime
 
 PARENT_FIELDS = ("run_id", "project_id", "project_name")
 """Keys of a nested `parent` object, flattened to `parent_<key>` (the contract's flat names)."""
-
-LOWERCASE_ID_FIELDS = ("run_id", "ran_by_id", "parent_run_id")
-
-_FAST_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
-"""ISO-8601 date-times `datetime.fromisoformat` reads exactly like pendulum (Python 3.11+)."""
-"""uuid fields (`format: uuid` in the contract), stored lowercase so joins never miss on case."""
 
 
 class RejectedRun(ValueError):
@@ -40,67 +31,11 @@ class RejectedRun(ValueError):
         self.reason = reason
 
 
-def parse_api_datetime(value: Any) -> pendulum.DateTime:
-    """Parse a date-time as the API emits it into an aware UTC instant.
-
-    Args:
-        value: An ISO-8601 string: `Z`, `+hh:mm` or any other offset, or naive (read as UTC,
-            API-NOTES: "treat naive as UTC"); with or without fractional seconds (up to
-            microseconds). A `datetime` is accepted too (naive = UTC).
-
-    Returns:
-        A `pendulum.DateTime` in UTC.
-
-    Raises:
-        ValueError: the value is not a string or datetime, or not an ISO-8601 date-time.
-    """
-    try:
-        return _parse_api_datetime(value)
-    except OverflowError:  # e.g. 9999-12-31T23:30:00-01:00 is in year 10000 in UTC
-        raise ValueError(f"date-time out of range in UTC: {value!r}") from None
-
-
-def _parse_api_datetime(value: Any) -> pendulum.DateTime:
-    if isinstance(value, str) and _FAST_ISO.fullmatch(value):
-        # The forms the API emits: the standard library parses them 40x faster than pendulum.
-        fast = datetime.fromisoformat(value)
-        if fast.tzinfo is None:
-            fast = fast.replace(tzinfo=UTC)
-        return pendulum.instance(fast.astimezone(UTC))
-    if isinstance(value, datetime):
-        instant = pendulum.instance(value, tz="UTC")
-    elif isinstance(value, str):
-        try:
-            parsed = pendulum.parse(value.strip(), tz="UTC", strict=True)
-        except (ValueError, ParserError) as exc:
-            raise ValueError(f"not an ISO-8601 date-time: {value!r}") from exc
-        if not isinstance(parsed, pendulum.DateTime):
-            raise ValueError(f"not an ISO-8601 date-time (no time of day): {value!r}")
-        instant = parsed
-    else:
-        raise ValueError(f"expected an ISO-8601 string, got {type(value).__name__}: {value!r}")
-    return instant.in_timezone("UTC")
-
-
-def format_api_datetime(instant: datetime) -> str:
-    """Format an instant for a `start_date`/`end_date` query parameter.
-
-    Args:
-        instant: An aware datetime (naive is taken as UTC).
-
-    Returns:
-        ISO-8601 in UTC with an explicit `+00:00` offset and microseconds, e.g.
-        `2026-11-30T16:15:00.000000+00:00` (API-NOTES: "send UTC with an explicit offset").
-    """
-    return parse_api_datetime(instant).format("YYYY-MM-DDTHH:mm:ss.SSSSSSZ")
-
-
 def _lowercase_id(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
-_BIGINT_MAX = 2**63 - 1
 
 
 def _json_text(value: Any) -> str:
@@ -147,7 +82,7 @@ def coerce(value: Any, data_type: str, field: str) -> Any:
             isinstance(value, str) and _INTEGER_TEXT.fullmatch(value)
         ):
             number = int(value)
-        if number is not None and -_BIGINT_MAX - 1 <= number <= _BIGINT_MAX:
+        if number is not None and -endpoint.BIGINT_MAX - 1 <= number <= endpoint.BIGINT_MAX:
             return number
     elif data_type not in ("double", "bigint"):
         raise ValueError(f"no coercion for data type {data_type!r}")
@@ -254,7 +189,7 @@ def normalise_run(raw: Any, org_id: str, flow_id: str) -> dict[str, Any]:
         for key in PARENT_FIELDS:
             if row.get(f"parent_{key}") is None:
                 row[f"parent_{key}"] = parent.get(key)
-    for key in LOWERCASE_ID_FIELDS:
+    for key in endpoint.ID_FIELDS:
         if key in row:
             row[key] = _lowercase_id(row[key])
     usage = row.pop("llm_usage", None)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from typing import Any
 
 import dlt
@@ -23,13 +22,14 @@ from dlt.extract import DltResource, DltSource
 from pipelines.stackai import endpoint
 from pipelines.stackai.batch import BATCH_RUNS, FlowBatcher
 from pipelines.stackai.client import (
-    FlowRef,
     RunsClient,
     StackAIError,
     describe_transport_error,
 )
+from pipelines.stackai.dates import iso
+from pipelines.stackai.flows import FlowRef
 from pipelines.stackai.http import redact
-from pipelines.stackai.report import FlowReport, SyncReport
+from pipelines.stackai.progress import FlowReport, SyncReport
 from pipelines.stackai.window import (
     FlowPlan,
     FlowState,
@@ -66,10 +66,6 @@ def _rejected_row(raw: Any, reason: str, flow: FlowRef) -> dict[str, Any]:
     }
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 def _read(
     flow: FlowRef,
     client: RunsClient,
@@ -82,7 +78,7 @@ def _read(
     name = str(flow)
     if plan.future_cursor:
         flow_report.notes.append(
-            f"cursor {_iso(plan.state.cursor)} is in the future: nothing read, cursor reset to now"
+            f"cursor {iso(plan.state.cursor)} is in the future: nothing read, cursor reset to now"
         )
         log.warning("flow %s: %s", name, flow_report.notes[-1])
         return
@@ -101,12 +97,12 @@ def _read(
     start, end = plan.tail
     if start is not None and start > end:
         flow_report.notes.append(
-            f"the window starts after it ends ({_iso(start)} > {_iso(end)}): nothing to read"
+            f"the window starts after it ends ({iso(start)} > {iso(end)}): nothing to read"
         )
         log.warning("flow %s: %s", name, flow_report.notes[-1])
-    flow_report.window_start = _iso(start)
-    flow_report.window_end = _iso(end)
-    log.info("flow %s: reading runs from %s to %s", name, _iso(start) or "the beginning", end)
+    flow_report.window_start = iso(start)
+    flow_report.window_end = iso(end)
+    log.info("flow %s: reading runs from %s to %s", name, iso(start) or "the beginning", end)
     windows = [(start, end)] + [(lo, hi) for _, lo, hi in plan.rechecks]
     flow_report.rechecks = len(plan.rechecks)
     with FlowBatcher(
@@ -203,7 +199,7 @@ def flow_runs(
         report.start(flow_report)
         try:
             plan = plan_flow(FlowState.from_dict(resource_state), window, name)
-            flow_report.cursor_before = flow_report.cursor_after = _iso(plan.state.cursor)
+            flow_report.cursor_before = flow_report.cursor_after = iso(plan.state.cursor)
             seen = Observations(watched=frozenset(plan.state.open_runs))
             yield from _read(flow, client, plan, seen, report, flow_report)
         except Exception as exc:  # one flow's failure must not stop the others
@@ -217,7 +213,7 @@ def flow_runs(
         state = next_state(plan, seen, window)
         resource_state.clear()
         resource_state.update(state.to_dict())
-        flow_report.cursor_after = _iso(state.cursor)
+        flow_report.cursor_after = iso(state.cursor)
         flow_report.open_runs = len(state.open_runs)
         report.finish(flow_report)
         log.info(
@@ -232,7 +228,7 @@ def flow_runs(
     # The other tables are variants of this resource's hints. A variant starts as a copy of the
     # resource's (merge on run_id, the run columns): clear those first, then give it its own.
     # LLM usage: merge_key run_id, so a re-read run's rows replace all of its earlier ones (a run
-    # re-read with no usage at all is cleaned up after the load, `sync._drop_superseded_usage`).
+    # re-read with no usage at all is cleaned up after the load, `upkeep.drop_superseded_usage`).
     runs.apply_hints(
         table_name=endpoint.LLM_USAGE_TABLE,
         create_table_variant=True,

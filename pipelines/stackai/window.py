@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pipelines.stackai.dates import parse_api_datetime
 from pipelines.stackai.endpoint import OPEN_STATES
-from pipelines.stackai.normalise import parse_api_datetime
 
 RECHECK_MARGIN = timedelta(seconds=1)
 """Half-width of an open run's re-check window: bound inclusivity is undocumented (API-NOTES),

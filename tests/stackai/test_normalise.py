@@ -9,14 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.stackai.normalise import (
-    RejectedRun,
-    coerce,
-    format_api_datetime,
-    normalise_run,
-    parse_api_datetime,
-    unknown_enum_values,
-)
+from pipelines.stackai.dates import format_api_datetime, parse_api_datetime
+from pipelines.stackai.normalise import RejectedRun, coerce, normalise_run, unknown_enum_values
 
 RUN = {
     "run_id": "6F1C2B3A-0000-4000-8000-00000000ABCD",

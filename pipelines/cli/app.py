@@ -15,10 +15,10 @@ import duckdb
 import typer
 from rich.markup import escape
 
-from pipelines import console
+from pipelines.cli import console
+from pipelines.load import DuckDBPathError, SyncLocked, pipelines_dir_for, run_sync
 from pipelines.settings import ConfigError, SyncSettings, load_settings
-from pipelines.stackai.client import FlowRef
-from pipelines.sync import DuckDBPathError, SyncLocked, pipelines_dir_for, run_sync
+from pipelines.stackai.flows import FlowRef
 
 EXIT_OK, EXIT_FLOW_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
@@ -299,7 +299,7 @@ def demo(
     if code == EXIT_OK:
         with duckdb.connect(str(path)) as con:
             con.execute(f"create table if not exists {DEMO_MARKER_TABLE} (written_by text)")
-        from pipelines import reporting
+        from pipelines.analysis import report as reporting
 
         with reporting.open_read_only(path) as con:
             reporting.print_report(reporting.build_report(con, source=str(path)), console.stdout)
@@ -348,8 +348,8 @@ def views(
     ] = None,
 ) -> None:
     """Create or replace the analysis views (sql/*.sql, schema stackai) in the DuckDB file."""
-    from pipelines.sync import sync_lock
-    from pipelines.views import ViewError, create_views
+    from pipelines.analysis.views import ViewError, create_views
+    from pipelines.load import sync_lock
 
     path = _existing_duckdb_file(duckdb_path)
     try:
@@ -390,7 +390,7 @@ def report(
     """Summarise the runs from the views: per flow, top failures, top models (read-only)."""
     from datetime import date
 
-    from pipelines import reporting
+    from pipelines.analysis import report as reporting
 
     try:
         since_day = date.fromisoformat(since) if since else None
@@ -437,7 +437,3 @@ def _root(
 def main() -> None:
     """Console-script entry point (`stackai-runs`)."""
     app()
-
-
-if __name__ == "__main__":
-    main()

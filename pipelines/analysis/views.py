@@ -1,14 +1,16 @@
 """The SQL layer: create or replace the analysis views of `sql/` in a DuckDB file.
 
 Each `sql/NNN_<view>.sql` file holds one `create or replace view stackai.<view> as ...`
-statement; files run in the order of their numeric prefix (later views read earlier ones), all
-in one transaction, so a broken file leaves every view as it was and the loaded data untouched.
+statement; files run in the order of their numeric prefix (later views read earlier ones), then
+the files of a user's own folder (`sql_dir`) in theirs, all in one transaction, so a broken file
+leaves every view as it was and the loaded data untouched.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import duckdb
@@ -16,9 +18,9 @@ import duckdb
 from pipelines.stackai import endpoint
 from pipelines.stackai.endpoint import DATASET_NAME
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
-"""The repository's `sql/` folder. The package is installed editable from a clone (setuptools
-packages only `pipelines*`), so the files are found beside the package, not inside it."""
+SQL_DIR = Path(str(files("pipelines.sql")))
+"""The shipped views: the repository's `sql/` folder, installed as the package `pipelines.sql`
+(pyproject.toml maps it), so an editable install reads the clone's files and a wheel its own."""
 
 VIEW_FILE = re.compile(r"^(?P<order>[0-9]+)_(?P<view>[a-z][a-z0-9_]*)\.sql$")
 
@@ -53,19 +55,31 @@ class ViewFile:
     """The view the file must create, `stackai.<view>`, from the file name."""
 
 
-def view_files(sql_dir: Path | str | None = None) -> list[ViewFile]:
-    """The view files of `sql_dir` (default `SQL_DIR`) in execution order.
+def view_files(sql_dir: Path | str | None = None, shipped: bool = True) -> list[ViewFile]:
+    """The shipped view files, then those of the user's folder `sql_dir`, in execution order.
+
+    Args:
+        sql_dir: A folder of the user's own `NNN_<view>.sql` files, applied after the shipped
+            ones (a file may replace a shipped view); None = the shipped views only.
+        shipped: False leaves the shipped views out (a folder that stands alone).
 
     Raises:
-        ViewError: the folder does not exist, holds no `.sql` file, or a `.sql` file is not named
-            `NNN_<view>.sql` (lowercase view name).
+        ViewError: `sql_dir` does not exist or holds no `.sql` file, or a `.sql` file is not
+            named `NNN_<view>.sql` (lowercase view name).
     """
-    folder = Path(sql_dir) if sql_dir is not None else SQL_DIR
+    ours = _folder_files(SQL_DIR) if shipped else []
+    if sql_dir is None:
+        return ours
+    folder = Path(sql_dir).expanduser()
     if not folder.is_dir():
-        raise ViewError(
-            f"no SQL folder at {folder}: the views live in the repository's sql/ folder"
-            " (install the package editable from a clone, or pass the folder)"
-        )
+        raise ViewError(f"no SQL folder at {folder} (sql_dir / --sql-dir)")
+    own = _folder_files(folder)
+    if not own:
+        raise ViewError(f"no view files (*.sql) in {folder} (sql_dir / --sql-dir)")
+    return ours + own
+
+
+def _folder_files(folder: Path) -> list[ViewFile]:
     files = []
     for path in folder.glob("*.sql"):
         match = VIEW_FILE.match(path.name)
@@ -74,13 +88,13 @@ def view_files(sql_dir: Path | str | None = None) -> list[ViewFile]:
                 f"{path}: a view file is named NNN_<view>.sql (lowercase view name)", path
             )
         files.append(ViewFile(path, int(match["order"]), match["view"]))
-    if not files:
-        raise ViewError(f"no view files (*.sql) in {folder}")
     return sorted(files, key=lambda f: (f.order, f.path.name))
 
 
 def create_views(
-    con_or_path: duckdb.DuckDBPyConnection | Path | str, sql_dir: Path | str | None = None
+    con_or_path: duckdb.DuckDBPyConnection | Path | str,
+    sql_dir: Path | str | None = None,
+    shipped: bool = True,
 ) -> list[str]:
     """Create or replace every view of `sql_dir` in one transaction, in file order.
 
@@ -89,7 +103,8 @@ def create_views(
     Args:
         con_or_path: an open read-write DuckDB connection (not inside a transaction), or the
             path of an existing DuckDB file (opened and closed here).
-        sql_dir: the folder of view files; default the repository's `sql/`.
+        sql_dir: a folder of the user's own view files, applied after the shipped ones.
+        shipped: False applies `sql_dir` alone.
 
     Returns:
         The qualified names of the views created, in file order (`["stackai.runs", ...]`).
@@ -101,7 +116,7 @@ def create_views(
             its SQL fails; the message names the file. No view was changed.
         FileNotFoundError: `con_or_path` is a path and no file exists there.
     """
-    files = view_files(sql_dir)
+    files = view_files(sql_dir, shipped)
     if isinstance(con_or_path, duckdb.DuckDBPyConnection):
         return _create_all(con_or_path, files)
     path = Path(con_or_path).expanduser()

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.stackai.client import FlowRef
+from pipelines.stackai.flows import FlowRef
 
 REQUIRED_VIEWS = ("runs", "daily_flow_runs", "daily_llm_usage")
 TOP_ERRORS = 5

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipelines.stackai.report import FlowReport, ProgressCallback, SyncReport
+from pipelines.stackai.progress import FlowReport, ProgressCallback, SyncReport
 
 # Off a terminal (cron mail, log files) rich would wrap at 80 columns and split the flow ids
 # (two uuids) over lines; a wide fixed width keeps one flow per line.

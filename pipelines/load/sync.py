@@ -1,0 +1,151 @@
+"""Run one sync: lock the destination, load what an earlier sync left pending, extract every
+flow with the `stackai` source, load, finish the tables' upkeep, refresh the views."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import dlt
+import pendulum
+from dlt.common.pipeline import LoadInfo
+from dlt.extract import DltSource
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from pipelines.analysis.views import SourceTablesMissing, ViewError, create_views
+from pipelines.load import upkeep
+from pipelines.load.duckdb_file import check_duckdb_path
+from pipelines.load.lock import sync_lock
+from pipelines.load.pipeline import configure_dlt, open_pipeline
+from pipelines.settings import SyncSettings
+from pipelines.stackai.client import RunsClient
+from pipelines.stackai.http import RequestStats, make_session, redact
+from pipelines.stackai.progress import ProgressCallback, SyncReport
+from pipelines.stackai.source import stackai_source
+from pipelines.stackai.window import SyncWindow
+
+log = logging.getLogger(__name__)
+
+
+def _explain(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    if isinstance(exc, PipelineStepFailed):
+        cause = exc.__cause__ or exc.exception
+    full = str(cause)
+    text = full.splitlines()[0] if full else type(cause).__name__
+    if "conflicting lock" in full.lower() or "could not set lock" in full.lower():
+        holder = re.search(r"\(PID (\d+)\)", full)
+        who = f" (PID {holder.group(1)})" if holder else ""
+        return (
+            f"the DuckDB file is open in another process{who}, read-only or not: DuckDB lets a"
+            " process write only while no other process has the file open. Close it (a"
+            " notebook, a DuckDB CLI) and rerun"
+        )
+    step = f"{exc.step} step failed: " if isinstance(exc, PipelineStepFailed) else ""
+    return redact(f"{step}{type(cause).__name__}: {text}")
+
+
+def run_sync(
+    settings: SyncSettings,
+    on_progress: ProgressCallback | None = None,
+    now: datetime | None = None,
+) -> SyncReport:
+    """Sync every configured flow into the DuckDB file once.
+
+    Args:
+        settings: Validated settings (see `pipelines.settings.load_settings`).
+        on_progress: Called (from extract threads) whenever a flow starts, reads a page or ends.
+        now: The sync's pinned end (aware UTC); default the current time. Tests pass the
+            simulator's clock.
+
+    Returns:
+        A `SyncReport`: per flow ok/failed, pages, runs, requests, retries, cursors;
+        `report.ok` is True only when every flow synced and the load committed. A flow's
+        failure, a failed load or an unwritable DuckDB path is reported, not raised.
+
+    Raises:
+        DuckDBPathError: the DuckDB file cannot be used where it is (see `check_duckdb_path`).
+        SyncLocked: another sync of the same DuckDB file is running (see `lock_timeout`).
+        KeyboardInterrupt: interrupted; whatever was extracted is finished by the next sync.
+    """
+    report = SyncReport(on_progress=on_progress)
+    for flow in settings.flows:
+        report.flow(str(flow))
+    started = time.monotonic()
+    path = check_duckdb_path(settings.duckdb_path)
+    with sync_lock(path, settings.lock_timeout):
+        _sync_locked(settings, report, now)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def load_source(pipeline: dlt.Pipeline, source: DltSource) -> LoadInfo:
+    """Extract, normalise and load `source` as a sync does; finish the tables' upkeep.
+
+    Upgrades a file written by 0.1 first, and drops the LLM-usage rows of runs re-read with
+    none after. Raises what `pipeline.run` raises (`PipelineStepFailed`).
+    """
+    upkeep.upgrade_usage_table(pipeline)
+    info = pipeline.run(source)
+    upkeep.drop_superseded_usage(pipeline)
+    return info
+
+
+def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | None) -> None:
+    configure_dlt(settings.max_concurrent_flows)
+    stats = RequestStats()
+    session = make_session(settings.http, stats, max_connections=settings.max_concurrent_flows)
+    client = RunsClient(settings.base_url, settings.api_key, session, settings.page_size)
+    refreshed = frozenset(str(f) for f in settings.flows) if settings.full_refresh else frozenset()
+    window = SyncWindow(
+        now=now or pendulum.now("UTC"),
+        rules=settings.rules,
+        since=settings.since,
+        until=settings.until,
+        full_refresh=refreshed,
+    )
+    try:
+        pipeline = open_pipeline(settings.duckdb_path, settings.duckdb_memory_limit)
+        if pipeline.has_pending_data:
+            # An earlier sync stopped after extracting (killed, disk full, ...). Its package
+            # holds runs *and* the state that goes with them: load it first, or dlt's run()
+            # would load only it and skip this sync's extract.
+            log.warning("loading data left pending by an earlier sync that did not finish")
+            pipeline.run()
+            upkeep.remove_copies_left_by_a_resumed_load(pipeline)
+            upkeep.drop_superseded_usage(pipeline)
+        info = load_source(pipeline, stackai_source(settings.flows, client, window, report))
+        done = [f for f in settings.flows if str(f) in refreshed and report.flows[str(f)].ok]
+        if done:
+            upkeep.drop_rows_not_loaded_by(pipeline, done, info.loads_ids)
+        _refresh_views(settings.duckdb_path, report)
+    except Exception as exc:  # reported per flow and as the sync's error, never a traceback
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        message = _explain(exc)
+        log.error("sync failed: %s", message)
+        log.debug("sync failure details", exc_info=True)
+        report.fail_all(message)
+    finally:
+        session.close()
+        for flow in settings.flows:
+            flow_report = report.flows[str(flow)]
+            suffix = "/" + flow.path
+            flow_report.requests = sum(n for p, n in stats.requests.items() if p.endswith(suffix))
+            flow_report.retries = sum(n for p, n in stats.retries.items() if p.endswith(suffix))
+
+
+def _refresh_views(duckdb_path: Path, report: SyncReport) -> None:
+    """Create or replace the `sql/` views after a load; a broken view never undoes the load."""
+    try:
+        created = create_views(duckdb_path.expanduser().resolve())
+    except SourceTablesMissing:
+        log.info("views not created yet: no run has been loaded")
+    except ViewError as exc:
+        report.error = f"views not refreshed (the data is loaded): {exc}"
+        log.error("%s", report.error)
+    else:
+        log.info("%d views created or replaced", len(created))

@@ -1,0 +1,177 @@
+"""SQL upkeep of the loaded tables that dlt does not do: upgrades, resumed-load copies, refresh."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dlt
+
+from pipelines.stackai import endpoint
+from pipelines.stackai.flows import FlowRef
+
+log = logging.getLogger(__name__)
+
+
+def remove_copies_left_by_a_resumed_load(pipeline: dlt.Pipeline) -> None:
+    """Delete exact copies of rows (same `_dlt_id`) that resuming a killed load can leave.
+
+    A load job killed after it committed but before dlt recorded it runs again on resume and
+    copies its file into the staging dataset twice; dlt's merge deduplicates nested tables and
+    single tables by key, but copies a root table with nested tables row by row
+    (dlt-hub/dlt#3023, dlt 1.31). `flow_runs` is such a root, and `flow_runs_rejected` is
+    appended directly. Copies share `_dlt_id`, so one of each is kept.
+    """
+    with pipeline.sql_client() as client:
+        existing = _existing_tables(pipeline, client)
+        for table in (endpoint.RUNS_TABLE, endpoint.LLM_USAGE_TABLE, endpoint.REJECTED_TABLE):
+            if table not in existing:
+                continue
+            name = client.make_qualified_table_name(table)
+            client.execute_sql(
+                f"delete from {name} where rowid in (select rowid from (select rowid,"
+                f" row_number() over (partition by _dlt_id) as copy from {name}) where copy > 1)"
+            )
+
+
+def upgrade_usage_table(pipeline: dlt.Pipeline) -> bool:
+    """Make a `flow_runs__llm_usage` written by 0.1 a table of its own, as the batch path loads it.
+
+    0.1 loaded it as dlt's nested table of `flow_runs` (made by dlt's normaliser, no
+    `_dlt_load_id`); the batch path loads it as Arrow with the same columns and link values,
+    merged on `run_id`, plus `_dlt_load_id`. dlt refuses to change a table's parent and cannot add
+    a NOT NULL column to rows, so once: each row gets its run's `_dlt_load_id` (a row whose run
+    is gone is dropped), the column becomes NOT NULL, then dlt's stored schema is updated. Every
+    step is safe to repeat, so a crash at any point is finished by the next sync.
+
+    Returns:
+        True when the file was upgraded, False when there was nothing to do.
+    """
+    if not pipeline.default_schema_name:
+        pipeline.sync_destination()  # the working folder was deleted: the file has the schema
+    if not pipeline.default_schema_name:
+        return False
+    table = pipeline.default_schema.tables.get(endpoint.LLM_USAGE_TABLE)
+    if not table or not table.get("parent"):
+        return False
+    with pipeline.sql_client() as client:
+        usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
+        runs = client.make_qualified_table_name(endpoint.RUNS_TABLE)
+        if _existing_tables(pipeline, client) >= {endpoint.LLM_USAGE_TABLE, endpoint.RUNS_TABLE}:
+            with client.begin_transaction():
+                client.execute_sql(
+                    f"alter table {usage} add column if not exists _dlt_load_id text"
+                )
+                client.execute_sql(
+                    f"update {usage} set _dlt_load_id = r._dlt_load_id from {runs} r"
+                    f" where r._dlt_id = {usage}._dlt_root_id and {usage}._dlt_load_id is null"
+                )
+                client.execute_sql(f"delete from {usage} where _dlt_load_id is null")
+            # DuckDB cannot add the constraint in the transaction that filled the column
+            client.execute_sql(f"alter table {usage} alter column _dlt_load_id set not null")
+        with client.with_staging_dataset():
+            # dlt's staging copy keeps the last load's rows, which have no `_dlt_load_id`;
+            # it is scratch space, recreated by the next load.
+            staged = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
+            client.execute_sql(f"drop table if exists {staged}")
+    # Read again: opening the SQL client reloads the schema (a new instance).
+    schema = pipeline.default_schema
+    table = schema.tables[endpoint.LLM_USAGE_TABLE]
+    del table["parent"]
+    for column in table["columns"].values():
+        column.pop("root_key", None)  # type: ignore[misc]
+        column.pop("parent_key", None)  # type: ignore[misc]
+    table["write_disposition"] = "merge"
+    table["columns"][endpoint.PRIMARY_KEY]["merge_key"] = True
+    table["columns"]["_dlt_load_id"] = {
+        "name": "_dlt_load_id",
+        "data_type": "text",
+        "nullable": False,
+    }
+    pipeline.schemas.save_schema(schema)
+    log.info("upgraded %s to a table merged on run_id (rows kept)", endpoint.LLM_USAGE_TABLE)
+    return True
+
+
+def _existing_tables(pipeline: dlt.Pipeline, client: Any) -> set[str]:
+    return {
+        name
+        for (name,) in client.execute_sql(
+            "select table_name from information_schema.tables where table_schema = %s",
+            pipeline.dataset_name,
+        )
+    }
+
+
+def drop_superseded_usage(pipeline: dlt.Pipeline) -> None:
+    """Delete LLM-usage rows older than their run's row: a run re-read with no usage at all.
+
+    A re-read run's usage rows replace its old ones by merge on `run_id`; a run that now has
+    none sends no rows, so its old ones are removed here: their `_dlt_load_id` is older than
+    the run's. (dlt's load ids are epoch seconds with the same number of integer digits until
+    2286, so they compare as text.) Rows newer than their run are kept: a kill between the two
+    tables' merges can apply the usage first, and the run follows when the package is loaded.
+    Idempotent, so a crash before it runs is finished by the next sync.
+    """
+    with pipeline.sql_client() as client:
+        if not {endpoint.RUNS_TABLE, endpoint.LLM_USAGE_TABLE} <= _existing_tables(
+            pipeline, client
+        ):
+            return
+        runs = client.make_qualified_table_name(endpoint.RUNS_TABLE)
+        usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
+        client.execute_sql(
+            f"delete from {usage} where exists (select 1 from {runs} r"
+            f" where r.run_id = {usage}.run_id and r._dlt_load_id > {usage}._dlt_load_id)"
+        )
+
+
+def drop_rows_not_loaded_by(
+    pipeline: dlt.Pipeline, flows: list[FlowRef], load_ids: list[str]
+) -> None:
+    """Full refresh, last step: delete the flows' rows that this sync's loads did not write,
+    but for runs the API returned in a record that was rejected (their last version stays).
+
+    Runs only after the reload committed, so a crash at any point leaves every run stored
+    (at worst a few stale ones, removed by the next full refresh), never a gap.
+    """
+    if not load_ids:
+        return
+    table = endpoint.RUNS_TABLE
+    ids = ", ".join("'" + load_id.replace("'", "''") + "'" for load_id in load_ids)
+    with pipeline.sql_client() as client, client.begin_transaction():
+        runs = client.make_qualified_table_name(table)
+        usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
+        rejected = client.make_qualified_table_name(endpoint.REJECTED_TABLE)
+        existing = _existing_tables(pipeline, client)
+        # A run the API still returns but whose record was rejected this time is not stale:
+        # its last good version stays, as in any sync.
+        still_served = ""
+        if endpoint.REJECTED_TABLE in existing:
+            still_served = (
+                f" and run_id not in (select lower(trim(raw ->> '$.run_id')) from {rejected}"
+                f" where _dlt_load_id in ({ids}) and json_valid(raw)"
+                f" and json_type(raw) = 'OBJECT' and raw ->> '$.run_id' is not null)"
+            )
+        for flow in flows:
+            stale = (
+                f"select _dlt_id from {runs} where org_id = %s and flow_id = %s"
+                f" and _dlt_load_id not in ({ids}){still_served}"
+            )
+            if endpoint.LLM_USAGE_TABLE in existing:
+                client.execute_sql(
+                    f"delete from {usage} where _dlt_root_id in ({stale})",
+                    flow.org_id,
+                    flow.flow_id,
+                )
+            client.execute_sql(
+                f"delete from {runs} where _dlt_id in ({stale})", flow.org_id, flow.flow_id
+            )
+            if endpoint.REJECTED_TABLE in existing:
+                client.execute_sql(
+                    f"delete from {rejected} where org_id = %s and flow_id = %s"
+                    f" and _dlt_load_id not in ({ids})",
+                    flow.org_id,
+                    flow.flow_id,
+                )
+            log.info("flow %s: full refresh done, rows not re-read were removed", flow)
