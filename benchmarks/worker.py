@@ -34,8 +34,7 @@ from pipelines.settings import DEFAULT_MEMORY_LIMIT, SyncSettings
 from pipelines.stackai.client import Page
 from pipelines.stackai.flows import FlowRef
 from pipelines.stackai.progress import SyncReport
-from pipelines.stackai.source import stackai_source
-from pipelines.stackai.window import SyncWindow
+from pipelines.stackai.source import stackai
 
 RESULT_PREFIX = "BENCH-RESULT "
 
@@ -85,15 +84,21 @@ class MemoryRunsClient:
 
 
 def load_ours(spec: dict[str, Any]) -> dict[str, Any]:
-    """Pages in memory -> the sync's batch path (`stackai_source`, `load_source`) -> DuckDB."""
+    """Pages in memory -> the sync's batch path (`stackai`, `load_source`) -> DuckDB."""
     pages = _load_pages(spec["pages"])
     flows = [FlowRef.parse(name) for name in pages]
-    window = SyncWindow(now=datetime.fromisoformat(spec["now"]))
     report = SyncReport()
     configure_dlt(spec.get("workers", 4))
     started = time.perf_counter()
     pipeline = open_pipeline(Path(spec["duckdb"]), DEFAULT_MEMORY_LIMIT)
-    load_source(pipeline, stackai_source(flows, MemoryRunsClient(pages), window, report))
+    source = stackai(
+        flows=[str(flow) for flow in flows],
+        api_key="in-memory",
+        now=datetime.fromisoformat(spec["now"]),
+        client=MemoryRunsClient(pages),
+        progress=report,
+    )
+    load_source(pipeline, source)
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,

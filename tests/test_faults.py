@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -49,8 +50,9 @@ def requests_for(world, flow) -> list[dict]:
 def test_transient_faults_are_retried_and_nothing_is_lost(settings, world, kind, params):
     flow = settings.flows[0]
     fast = (
-        settings.with_overrides(
-            http=settings.http.__class__(**{**settings.http.__dict__, "read_timeout": 0.5})
+        replace(
+            settings,
+            http=settings.http.__class__(**{**settings.http.__dict__, "read_timeout": 0.5}),
         )
         if kind == "slow"
         else settings
@@ -211,9 +213,7 @@ def test_type_changes_are_coerced_and_no_variant_column_appears(settings, world)
     assert run_sync(settings, now=world.now).ok
     world.update_run(third["run_id"], new_fields={"brand_new_field": 7})  # its type changes
     world.update_run(first["run_id"], total_tokens=13)
-    assert run_sync(
-        settings.with_overrides(since=world.anchor.replace(year=2000)), now=world.now
-    ).ok
+    assert run_sync(replace(settings, since=world.anchor.replace(year=2000)), now=world.now).ok
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         columns = dict(
             con.execute(
@@ -338,9 +338,7 @@ def test_a_field_that_disappears_leaves_nulls(settings, world):
     world.update_run(run["run_id"], new_fields={"region": "eu-west"})
     assert run_sync(settings, now=world.now).ok
     world.update_run(run["run_id"], new_fields={"region": None})
-    assert run_sync(
-        settings.with_overrides(since=world.anchor.replace(year=2000)), now=world.now
-    ).ok
+    assert run_sync(replace(settings, since=world.anchor.replace(year=2000)), now=world.now).ok
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         (region,) = con.execute(
             "select region from stackai.flow_runs where run_id = ?", [run["run_id"].lower()]
@@ -352,7 +350,7 @@ def test_a_child_whose_parent_flow_is_not_synced_is_kept(settings, world):
     children = [(flow, run) for _, flow, run in world.all_runs() if run.get("parent_run_id")]
     flow_id, child = children[0]
     only_child_flow = tuple(f for f in settings.flows if f.flow_id == flow_id)
-    assert run_sync(settings.with_overrides(flows=only_child_flow), now=world.now).ok
+    assert run_sync(replace(settings, flows=only_child_flow), now=world.now).ok
     loaded = loaded_runs(settings.duckdb_path)
     assert child["parent_run_id"].lower() not in loaded
     assert loaded[child["run_id"].lower()]["parent_run_id"] == child["parent_run_id"].lower()

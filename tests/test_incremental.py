@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -288,7 +289,7 @@ def test_open_run_rechecks_are_capped_per_sync_and_rotate(settings, world):
     recently checked first (so successive syncs check different runs), and the flow's report
     notes the runs left out."""
     rules = WindowRules(max_open_run_checks=1)
-    capped = settings.with_overrides(rules=rules)
+    capped = replace(settings, rules=rules)
     flow = settings.flows[0]
     for days in (2, 3, 4):
         world.add_run(
@@ -360,7 +361,7 @@ def test_late_feedback_on_a_week_old_run_needs_feedback_lookback(settings, world
     assert got == as_first_loaded
     assert reaching_back(world, mark, date) == 0
 
-    with_lookback = settings.with_overrides(rules=WindowRules(feedback_lookback=timedelta(days=8)))
+    with_lookback = replace(settings, rules=WindowRules(feedback_lookback=timedelta(days=8)))
     mark = len(world.requests)
     sync(with_lookback, world)
     got, want = row_as_served(settings, world, flow, run_id)
@@ -372,7 +373,7 @@ def test_the_feedback_pass_runs_once_per_feedback_interval(settings, world):
     """Rule: the `feedback_lookback` re-read happens at most once per `feedback_interval`; a
     change in between is captured by the next pass."""
     rules = WindowRules(feedback_lookback=timedelta(days=8), feedback_interval=timedelta(hours=6))
-    with_lookback = settings.with_overrides(rules=rules)
+    with_lookback = replace(settings, rules=rules)
     flow = settings.flows[0]
     run_id = world.add_run(flow.org_id, flow.flow_id, date=world.now - timedelta(days=7))["run_id"]
     date = world.run_instant(run_id)
@@ -405,7 +406,7 @@ def test_flows_with_cursors_days_apart_each_read_from_their_own(settings, world)
     """Rule: each flow has its own cursor (its newest loaded run date): a flow synced days ago
     reads from its own cursor minus `lookback`, a flow never synced reads its whole history."""
     stale, fresh = settings.flows
-    sync(settings.with_overrides(flows=(stale,)), world)
+    sync(replace(settings, flows=(stale,)), world)
     cursor_stale = stored_state(settings, stale).cursor
     assert cursor_stale == newest(world, stale)
 
@@ -427,9 +428,9 @@ def test_a_flow_added_later_starts_from_initial_start(settings, world, initial_s
     """Rule: a flow added to the configuration later starts from `initial_start` (None = the
     whole history), and the other flows' cursors are untouched."""
     initial = None if initial_start_age is None else world.now - initial_start_age
-    configured = settings.with_overrides(rules=WindowRules(initial_start=initial))
+    configured = replace(settings, rules=WindowRules(initial_start=initial))
     first, added = configured.flows
-    sync(configured.with_overrides(flows=(first,)), world)
+    sync(replace(configured, flows=(first,)), world)
     state_first = stored_state(configured, first)
 
     mark = len(world.requests)
@@ -465,7 +466,7 @@ def test_a_backfill_rereads_its_window_merges_and_keeps_the_cursor(settings, wor
     date = world.run_instant(run_id)
     since, until = date - timedelta(days=1), date + timedelta(days=1)
     mark = len(world.requests)
-    sync(settings.with_overrides(since=since, until=until), world)
+    sync(replace(settings, since=since, until=until), world)
 
     for f in settings.flows:
         requests = requests_of(world, f, mark)
@@ -537,7 +538,7 @@ def test_a_full_refresh_rebuilds_one_flow_and_leaves_the_others_alone(settings, 
     other_rows, other_state = load_ids(settings, other), stored_state(settings, other)
 
     mark = len(world.requests)
-    sync(settings.with_overrides(full_refresh=True, flows=(target,)), world)
+    sync(replace(settings, full_refresh=True, flows=(target,)), world)
 
     assert tail_start(world, target, mark) is None, "the flow's state was not dropped"
     assert not requests_of(world, other, mark)
@@ -561,7 +562,7 @@ def test_a_full_refresh_keeps_a_run_whose_record_is_now_rejected(settings, world
     before = loaded_runs(settings.duckdb_path)[run_id.lower()]
     world.update_run(run_id, total_tokens="12x")
 
-    report = sync(settings.with_overrides(full_refresh=True, flows=(target,)), world)
+    report = sync(replace(settings, full_refresh=True, flows=(target,)), world)
 
     assert report.flows[str(target)].rejected == 1
     assert loaded_runs(settings.duckdb_path)[run_id.lower()] == before
@@ -608,7 +609,7 @@ def test_state_belongs_to_the_duckdb_file(settings, world, tmp_path):
     sync(settings, world)
     cursors = {flow: newest(world, flow) for flow in settings.flows}
 
-    other_file = settings.with_overrides(duckdb_path=tmp_path / "other" / "runs.duckdb")
+    other_file = replace(settings, duckdb_path=tmp_path / "other" / "runs.duckdb")
     mark = len(world.requests)
     sync(other_file, world)
     for flow in settings.flows:

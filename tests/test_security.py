@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -68,7 +69,7 @@ def recorder_pair():
 
 def test_a_redirect_to_another_host_does_not_carry_the_key(settings, recorder_pair):
     origin_url, origin, target = recorder_pair
-    report = run_sync(settings.with_overrides(base_url=origin_url, api_key=KEY))
+    report = run_sync(replace(settings, base_url=origin_url, api_key=KEY))
     assert origin.seen and origin.seen[0]["authorization"] == f"Bearer {KEY}"
     assert target.seen, "the redirect should have been followed"
     assert all(r["authorization"] is None for r in target.seen)
@@ -83,7 +84,7 @@ def test_ids_cannot_change_the_request_target(settings, recorder_pair, org_id, f
     origin_url, origin, _ = recorder_pair
     origin.redirect_to = None
     flow = FlowRef(org_id, flow_id)
-    run_sync(settings.with_overrides(base_url=origin_url, flows=(flow,)))
+    run_sync(replace(settings, base_url=origin_url, flows=(flow,)))
     (request,) = origin.seen
     path, _, query = request["path"].partition("?")
     segments = path.split("/")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import duckdb
@@ -125,7 +126,7 @@ def test_usage_rows_of_a_refetched_run_are_replaced_not_added(settings, world):
 
 def test_two_flows_keep_their_own_cursors(settings, world):
     first, second = settings.flows[0], settings.flows[1]
-    only_first = settings.with_overrides(flows=(first,))
+    only_first = replace(settings, flows=(first,))
     assert run_sync(only_first, now=world.now).ok
     cursor_first = flow_state(settings, first)["cursor"]
     assert (
@@ -134,7 +135,7 @@ def test_two_flows_keep_their_own_cursors(settings, world):
     )
 
     world.advance(2 * 3600)
-    only_second = settings.with_overrides(flows=(second,))
+    only_second = replace(settings, flows=(second,))
     assert run_sync(only_second, now=world.now).ok
     assert flow_state(settings, first)["cursor"] == cursor_first  # untouched
     newest_second = max(expected_runs(world, [second]).values(), key=lambda r: r["date"])["date"]
@@ -163,7 +164,7 @@ def test_any_sort_order_gives_the_same_table(settings, world, sort_order):
 
 def test_an_unknown_flow_fails_alone(settings, world):
     ghost = FlowRef(settings.flows[0].org_id, "no-such-flow")
-    report = run_sync(settings.with_overrides(flows=(*settings.flows, ghost)), now=world.now)
+    report = run_sync(replace(settings, flows=(*settings.flows, ghost)), now=world.now)
     assert not report.ok
     assert [f.flow for f in report.failed] == [str(ghost)]
     assert "flow not found" in report.flows[str(ghost)].error
@@ -171,7 +172,7 @@ def test_an_unknown_flow_fails_alone(settings, world):
 
 
 def test_a_rejected_key_fails_every_flow_and_names_them(settings, world):
-    report = run_sync(settings.with_overrides(api_key="sk-wrong"), now=world.now)
+    report = run_sync(replace(settings, api_key="sk-wrong"), now=world.now)
     assert not report.ok and len(report.failed) == len(settings.flows)
     for flow in settings.flows:
         error = report.flows[str(flow)].error

@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 
 import dlt
-import pendulum
 from dlt.common.pipeline import LoadInfo
 from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
@@ -24,8 +23,7 @@ from pipelines.settings import SyncSettings
 from pipelines.stackai.client import RunsClient
 from pipelines.stackai.http import RequestStats, make_session, redact
 from pipelines.stackai.progress import ProgressCallback, SyncReport
-from pipelines.stackai.source import stackai_source
-from pipelines.stackai.window import SyncWindow
+from pipelines.stackai.source import stackai
 
 log = logging.getLogger(__name__)
 
@@ -83,30 +81,19 @@ def run_sync(
 
 
 def load_source(pipeline: dlt.Pipeline, source: DltSource) -> LoadInfo:
-    """Extract, normalise and load `source` as a sync does; finish the tables' upkeep.
+    """Extract, normalise and load `source` as a sync does.
 
-    Upgrades a file written by 0.1 first, and drops the LLM-usage rows of runs re-read with
-    none after. Raises what `pipeline.run` raises (`PipelineStepFailed`).
+    Upgrades a file written by 0.1 first (`upkeep.upgrade_usage_table`). Raises what
+    `pipeline.run` raises (`PipelineStepFailed`).
     """
     upkeep.upgrade_usage_table(pipeline)
-    info = pipeline.run(source)
-    upkeep.drop_superseded_usage(pipeline)
-    return info
+    return pipeline.run(source)
 
 
 def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | None) -> None:
     configure_dlt(settings.max_concurrent_flows)
     stats = RequestStats()
     session = make_session(settings.http, stats, max_connections=settings.max_concurrent_flows)
-    client = RunsClient(settings.base_url, settings.api_key, session, settings.page_size)
-    refreshed = frozenset(str(f) for f in settings.flows) if settings.full_refresh else frozenset()
-    window = SyncWindow(
-        now=now or pendulum.now("UTC"),
-        rules=settings.rules,
-        since=settings.since,
-        until=settings.until,
-        full_refresh=refreshed,
-    )
     try:
         pipeline = open_pipeline(settings.duckdb_path, settings.duckdb_memory_limit)
         if pipeline.has_pending_data:
@@ -116,12 +103,26 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             log.warning("loading data left pending by an earlier sync that did not finish")
             pipeline.run()
             upkeep.remove_copies_left_by_a_resumed_load(pipeline)
-            upkeep.drop_superseded_usage(pipeline)
-        info = load_source(pipeline, stackai_source(settings.flows, client, window, report))
-        done = [f for f in settings.flows if str(f) in refreshed and report.flows[str(f)].ok]
-        if done:
-            upkeep.drop_rows_not_loaded_by(pipeline, done, info.loads_ids)
-        _refresh_views(settings.duckdb_path, report)
+        source = stackai(
+            flows=[str(flow) for flow in settings.flows],
+            api_key=settings.api_key,
+            base_url=settings.base_url,
+            page_size=settings.page_size,
+            allow_insecure_http=settings.allow_insecure_http,
+            since=settings.since,
+            until=settings.until,
+            full_refresh=settings.full_refresh,
+            now=now,
+            rules=settings.rules,
+            client=RunsClient(settings.base_url, settings.api_key, session, settings.page_size),
+            progress=report,
+        )
+        info = load_source(pipeline, source)
+        if settings.full_refresh:
+            done = [f for f in settings.flows if report.flows[str(f)].ok]
+            if done:
+                upkeep.drop_rows_not_loaded_by(pipeline, done, info.loads_ids)
+        _refresh_views(settings.duckdb_path, settings.sql_dir, report)
     except Exception as exc:  # reported per flow and as the sync's error, never a traceback
         if isinstance(exc.__cause__, KeyboardInterrupt):
             raise KeyboardInterrupt from None
@@ -138,10 +139,11 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             flow_report.retries = sum(n for p, n in stats.retries.items() if p.endswith(suffix))
 
 
-def _refresh_views(duckdb_path: Path, report: SyncReport) -> None:
-    """Create or replace the `sql/` views after a load; a broken view never undoes the load."""
+def _refresh_views(duckdb_path: Path, sql_dir: Path | None, report: SyncReport) -> None:
+    """Create or replace the views (shipped, then `sql_dir`'s) after a load; a broken view never
+    undoes the load."""
     try:
-        created = create_views(duckdb_path.expanduser().resolve())
+        created = create_views(duckdb_path.expanduser().resolve(), sql_dir=sql_dir)
     except SourceTablesMissing:
         log.info("views not created yet: no run has been loaded")
     except ViewError as exc:

@@ -103,29 +103,6 @@ def _existing_tables(pipeline: dlt.Pipeline, client: Any) -> set[str]:
     }
 
 
-def drop_superseded_usage(pipeline: dlt.Pipeline) -> None:
-    """Delete LLM-usage rows older than their run's row: a run re-read with no usage at all.
-
-    A re-read run's usage rows replace its old ones by merge on `run_id`; a run that now has
-    none sends no rows, so its old ones are removed here: their `_dlt_load_id` is older than
-    the run's. (dlt's load ids are epoch seconds with the same number of integer digits until
-    2286, so they compare as text.) Rows newer than their run are kept: a kill between the two
-    tables' merges can apply the usage first, and the run follows when the package is loaded.
-    Idempotent, so a crash before it runs is finished by the next sync.
-    """
-    with pipeline.sql_client() as client:
-        if not {endpoint.RUNS_TABLE, endpoint.LLM_USAGE_TABLE} <= _existing_tables(
-            pipeline, client
-        ):
-            return
-        runs = client.make_qualified_table_name(endpoint.RUNS_TABLE)
-        usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
-        client.execute_sql(
-            f"delete from {usage} where exists (select 1 from {runs} r"
-            f" where r.run_id = {usage}.run_id and r._dlt_load_id > {usage}._dlt_load_id)"
-        )
-
-
 def drop_rows_not_loaded_by(
     pipeline: dlt.Pipeline, flows: list[FlowRef], load_ids: list[str]
 ) -> None:

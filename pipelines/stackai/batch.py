@@ -47,6 +47,8 @@ ROW_KEY = "_dlt_id"
 ROOT_KEY = "_dlt_root_id"
 PARENT_KEY = "_dlt_parent_id"
 LIST_INDEX = "_dlt_list_idx"
+MARKER_INDEX = -1
+"""`_dlt_list_idx` of the marker row a run with no LLM calls sends (`endpoint.DELETED_COLUMN`)."""
 
 SMALL_BATCH = 500
 """Fewer runs than this, before any large batch, are typed in Python: no DuckDB to start."""
@@ -245,12 +247,17 @@ _USAGE_FIELDS = ", ".join(
 _USAGE_SQL = f"""
 SELECT run_id, {_USAGE_FIELDS},
     _dlt_id AS _dlt_root_id, _dlt_id AS _dlt_parent_id, idx AS _dlt_list_idx,
-    _dlt_id || '_' || CAST(idx AS VARCHAR) AS _dlt_id
+    _dlt_id || '_' || CAST(idx AS VARCHAR) AS _dlt_id, NULL::BOOLEAN AS {endpoint.DELETED_COLUMN}
 FROM (
     SELECT run_id, _dlt_id, unnest(llm_usage) AS u,
         unnest(generate_series(0, len(llm_usage) - 1)) AS idx
     FROM fresh WHERE len(llm_usage) > 0
 )
+UNION ALL
+SELECT run_id, {", ".join(f'NULL AS "{n}"' for n in endpoint.LLM_USAGE_COLUMNS if n != "run_id")},
+    _dlt_id AS _dlt_root_id, _dlt_id AS _dlt_parent_id, {MARKER_INDEX} AS _dlt_list_idx,
+    _dlt_id || '_deleted' AS _dlt_id, true AS {endpoint.DELETED_COLUMN}
+FROM fresh WHERE coalesce(len(llm_usage), 0) = 0
 """
 
 
@@ -295,7 +302,9 @@ def _schema(columns: Mapping[str, Any]) -> pa.Schema:
 
 
 RUNS_SCHEMA = _schema({**endpoint.RUN_COLUMNS, **endpoint.ROW_KEY_COLUMN})
-USAGE_SCHEMA = _schema({**endpoint.LLM_USAGE_COLUMNS, **endpoint.USAGE_LINK_COLUMNS})
+USAGE_SCHEMA = _schema(
+    {**endpoint.LLM_USAGE_COLUMNS, **endpoint.USAGE_LINK_COLUMNS, **endpoint.USAGE_MARKER_COLUMNS}
+)
 
 
 def _with_extra_text(schema: pa.Schema, rows: Sequence[Mapping[str, Any]]) -> pa.Schema:
@@ -317,6 +326,19 @@ def row_key(run_id: str) -> str:
     other's pending; the rows of a usage list are `ROW_KEY_idx`.
     """
     return hashlib.md5(run_id.encode("utf-8")).hexdigest()
+
+
+def usage_marker(run_id: str, key: str) -> dict[str, Any]:
+    """The `flow_runs__llm_usage` row a run with no LLM calls sends: it deletes the run's
+    earlier calls and is not stored itself (`endpoint.USAGE_MARKER_COLUMNS`)."""
+    return {
+        "run_id": run_id,
+        ROOT_KEY: key,
+        PARENT_KEY: key,
+        LIST_INDEX: MARKER_INDEX,
+        ROW_KEY: f"{key}_deleted",
+        endpoint.DELETED_COLUMN: True,
+    }
 
 
 # --- one batch --------------------------------------------------------------------------------
@@ -511,7 +533,8 @@ class FlowBatcher:
                 batch.unknown.append((field_name, value, 1))
             row = dict(row)
             key = row_key(row["run_id"])
-            for index, item in enumerate(row.pop("llm_usage")):
+            calls = row.pop("llm_usage")
+            for index, item in enumerate(calls):
                 usage.append(
                     {
                         **item,
@@ -521,6 +544,8 @@ class FlowBatcher:
                         ROW_KEY: f"{key}_{index}",
                     }
                 )
+            if not calls:
+                usage.append(usage_marker(row["run_id"], key))
             row[ROW_KEY] = key
             runs.append(row)
             self._see(batch, row["run_id"], row["date"], row.get("state"))

@@ -188,6 +188,27 @@ USAGE_LINK_COLUMNS: Final[TTableSchemaColumns] = named_columns(
 """The columns dlt's nested tables carry, kept with the same meaning so that joins on
 `_dlt_root_id = flow_runs._dlt_id` work whichever path loaded the rows."""
 
+DELETED_COLUMN: Final = "_deleted"
+USAGE_MARKER_COLUMNS: Final[TTableSchemaColumns] = named_columns(
+    {
+        DELETED_COLUMN: {
+            "data_type": "bool",
+            "nullable": True,
+            "hard_delete": True,
+            "description": "dlt's hard_delete column: true only on the marker row a run re-read"
+            " with no LLM calls sends, which deletes its earlier rows and is never stored",
+        }
+    }
+)
+"""A run re-read with an empty `llm_usage` sends one marker row: the merge on `run_id` deletes
+the run's earlier calls, and dlt's `hard_delete` keeps the marker out of the table. So a run's
+LLM calls are replaced in the same load as the run, on every destination, with no SQL after
+the load."""
+
+USAGE_PRIMARY_KEY: Final = "_dlt_id"
+"""A usage row's `_dlt_id` (`<run's _dlt_id>_<index>`) is the same for every copy of a call, so
+dlt's merge drops the copies a resumed load can stage twice (dlt-hub/dlt#3023)."""
+
 REJECTED_TABLE: Final = "flow_runs_rejected"
 """Records that could not become a row, kept with the reason (append-only)."""
 

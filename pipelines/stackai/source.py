@@ -6,42 +6,46 @@ at once). A flow that fails is reported and leaves its state untouched; the othe
 
 Pages are typed a batch at a time (`batch.py`) and yielded as Arrow tables for `flow_runs` and
 `flow_runs__llm_usage` (dlt loads them as parquet), and as rows for `flow_runs_rejected`.
+Everything the tables' guarantees need is in the source and its hints (merge keys, dlt's
+`hard_delete` marker for a run re-read with no LLM calls, `_dlt_load_id` on every row), so a
+pipeline of anyone's runs it the same as `stackai-runs sync`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import dlt
 import pendulum
-from dlt.extract import DltResource, DltSource
+import pyarrow as pa
+from dlt.common.typing import TSecretStrValue
+from dlt.extract import DltResource
 
 from pipelines.stackai import endpoint
 from pipelines.stackai.batch import BATCH_RUNS, FlowBatcher
-from pipelines.stackai.client import (
-    RunsClient,
-    StackAIError,
-    describe_transport_error,
-)
+from pipelines.stackai.client import RunsClient, StackAIError, describe_transport_error
+from pipelines.stackai.config import SECTION, ConfigError, StackAIConfiguration
 from pipelines.stackai.dates import iso
 from pipelines.stackai.flows import FlowRef
-from pipelines.stackai.http import redact
+from pipelines.stackai.http import RequestStats, make_session, redact
 from pipelines.stackai.progress import FlowReport, SyncReport
 from pipelines.stackai.window import (
     FlowPlan,
     FlowState,
     Observations,
     SyncWindow,
+    WindowRules,
     next_state,
     plan_flow,
 )
 
 log = logging.getLogger(__name__)
 
-SOURCE_NAME = "stackai"
+SOURCE_NAME = SECTION
 
 SCHEMA_CONTRACT = {"tables": "evolve", "columns": "evolve", "data_type": "freeze"}
 """New API fields become new (text) columns; a value of another type than its column is never
@@ -139,10 +143,11 @@ def _load_batch(
     for field, value, count in batch.unknown:
         flow_report.count_unknown(field, value, count)
     report.loaded(flow_report, batch.loaded, len(batch.rejected))
+    load_id = dlt.current.load_package_state()["load_id"]
     for table in batch.runs:
-        yield dlt.mark.with_table_name(table, endpoint.RUNS_TABLE)
+        yield dlt.mark.with_table_name(_with_load_id(table, load_id), endpoint.RUNS_TABLE)
     for table in batch.usage:
-        yield dlt.mark.with_table_name(table, endpoint.LLM_USAGE_TABLE)
+        yield dlt.mark.with_table_name(_with_load_id(table, load_id), endpoint.LLM_USAGE_TABLE)
     if batch.rejected:
         log.warning(
             "flow %s: %d record(s) rejected, e.g. %s",
@@ -152,6 +157,14 @@ def _load_batch(
         )
         rows = [_rejected_row(raw, reason, flow) for raw, reason in batch.rejected]
         yield dlt.mark.with_table_name(rows, endpoint.REJECTED_TABLE)
+
+
+def _with_load_id(table: pa.Table, load_id: str) -> pa.Table:
+    # dlt adds `_dlt_load_id` to rows it normalises, but to Arrow tables only when its parquet
+    # normaliser is configured to (`add_dlt_load_id`); the full refresh and users' SQL need it
+    # whatever pipeline runs the source.
+    column = pa.array([load_id] * table.num_rows, pa.string())
+    return table.append_column(pa.field("_dlt_load_id", pa.string(), nullable=False), column)
 
 
 def _safe_error(exc: BaseException) -> str:
@@ -168,25 +181,25 @@ def flow_runs(
 
     Args:
         flow: The org/flow to read; the resource is named `ORG_ID/FLOW_ID`, which is where its
-            state lives (`sources.stackai.resources["ORG_ID/FLOW_ID"]`: `{"cursor": ISO-8601}`).
+            state lives (`sources.stackai.resources["ORG_ID/FLOW_ID"]`: `FlowState.to_dict()`,
+            i.e. `cursor`, `open_runs` and `feedback_pass_at`, ISO-8601 UTC).
         client: Shared HTTP client.
         window: The sync's window rules.
         report: Filled in with this flow's pages, runs, errors and cursors.
 
     Returns:
-        A parallelized resource yielding normalised runs (pages of dicts) into `flow_runs`
-        (merge on `run_id`), and unloadable records into `flow_runs_rejected` (append).
+        A parallelized resource yielding Arrow tables of typed runs into `flow_runs` (merge on
+        `run_id`) and of their LLM calls into `flow_runs__llm_usage` (merge on `run_id`), and
+        unloadable records into `flow_runs_rejected` (append).
     """
     name = str(flow)
 
     @dlt.resource(
         name=name,
         table_name=endpoint.RUNS_TABLE,
-        write_disposition={
-            "disposition": "merge",
-            "strategy": "delete-insert",
-            "deduplicated": True,
-        },
+        # dlt's staging dedup stays on: the batcher loads each run once a sync, but a resumed
+        # load can stage a file twice (dlt-hub/dlt#3023), and the merge's dedup drops the copy.
+        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
         primary_key=endpoint.PRIMARY_KEY,
         columns={**endpoint.RUN_COLUMNS, **endpoint.ROW_KEY_COLUMN},
         schema_contract=SCHEMA_CONTRACT,
@@ -228,18 +241,22 @@ def flow_runs(
     # The other tables are variants of this resource's hints. A variant starts as a copy of the
     # resource's (merge on run_id, the run columns): clear those first, then give it its own.
     # LLM usage: merge_key run_id, so a re-read run's rows replace all of its earlier ones (a run
-    # re-read with no usage at all is cleaned up after the load, `upkeep.drop_superseded_usage`).
+    # re-read with no usage at all sends a marker row, `endpoint.USAGE_MARKER_COLUMNS`).
     runs.apply_hints(
         table_name=endpoint.LLM_USAGE_TABLE,
         create_table_variant=True,
-        primary_key=(),
+        primary_key=endpoint.USAGE_PRIMARY_KEY,
         merge_key=endpoint.PRIMARY_KEY,
         columns={},
     )
     runs.apply_hints(
         table_name=endpoint.LLM_USAGE_TABLE,
         create_table_variant=True,
-        columns={**endpoint.LLM_USAGE_COLUMNS, **endpoint.USAGE_LINK_COLUMNS},
+        columns={
+            **endpoint.LLM_USAGE_COLUMNS,
+            **endpoint.USAGE_LINK_COLUMNS,
+            **endpoint.USAGE_MARKER_COLUMNS,
+        },
     )
     # Rejected records: append-only; JSON lines, which keep NUL bytes (insert_values would not).
     runs.apply_hints(
@@ -258,23 +275,99 @@ def flow_runs(
     return runs
 
 
-def stackai_source(
-    flows: Sequence[FlowRef], client: RunsClient, window: SyncWindow, report: SyncReport
-) -> DltSource:
-    """The `stackai` dlt source: one `flow_runs` resource per flow.
+@dlt.source(name=SECTION, section=SECTION, max_table_nesting=1, spec=StackAIConfiguration)
+def stackai(
+    flows: list[Any] | None = dlt.config.value,
+    api_key: TSecretStrValue | None = dlt.secrets.value,
+    base_url: str = endpoint.DEFAULT_BASE_URL,
+    page_size: int = endpoint.DEFAULT_PAGE_SIZE,
+    initial_start_date: str | None = None,
+    lookback: Any = "PT1H",
+    max_open_run_age: Any = "P7D",
+    max_open_run_checks: int = 50,
+    feedback_lookback: Any | None = None,
+    feedback_interval: Any = "P1D",
+    max_concurrent_requests: int = 8,
+    connect_timeout: float = 10.0,
+    allow_insecure_http: bool = False,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    full_refresh: bool = False,
+    now: datetime | None = None,
+    rules: WindowRules | None = None,
+    client: RunsClient | None = None,
+    progress: SyncReport | None = None,
+) -> list[DltResource]:
+    """The `stackai` dlt source: the runs of StackAI flows, one resource per flow.
+
+    Every argument before `*` is a `[sources.stackai]` key (README, "Configuration"), resolved
+    the dlt way when not given: `SOURCES__STACKAI__<KEY>`, `STACKAI_API_KEY` for the key,
+    `.dlt/secrets.toml`, `.dlt/config.toml`. Tables (dataset of the caller's choice):
+    `flow_runs` (merge on `run_id`), `flow_runs__llm_usage` (a re-read run's calls replace its
+    earlier ones, also by none), `flow_runs_rejected` (records that could not be loaded, with
+    the reason). Each flow's state (cursor, open runs) is committed with its data.
 
     Args:
-        flows: Distinct org/flow pairs to sync.
-        client: HTTP client shared by every flow.
-        window: The sync's window rules (pinned end, lookback, backfill).
-        report: Receives each flow's progress and result.
+        flows: `"ORG_ID/FLOW_ID"` strings (or dicts with `org_id`, `flow_id`).
+        api_key: StackAI API key (Bearer); never logged or stored.
+        base_url: API root; https, or http to a loopback host (the simulator).
+        page_size: Runs per request (contract: `page_size`, minimum 1).
+        initial_start_date: Where a flow's first sync starts (ISO-8601, UTC if naive).
+        lookback, max_open_run_age, max_open_run_checks, feedback_lookback, feedback_interval:
+            The incremental rules (`window.WindowRules`); durations ISO-8601 or seconds.
+        max_concurrent_requests: Requests in flight at once over all flows.
+        connect_timeout: Seconds to open a connection (read timeout and retries: dlt's
+            `[runtime]` request settings).
+        allow_insecure_http: Accept a plain http base_url to a non-loopback host.
+        since, until: Re-read this window (aware datetimes) for every flow; cursors never move
+            back.
+        full_refresh: Re-read every flow's whole history, ignoring its state (the CLI's
+            `--full-refresh` also removes the runs the API no longer returns, after the load).
+        now: The pinned end of every flow's window (aware UTC); default the current time.
+        rules: Already parsed incremental rules, instead of the keys above.
+        client: The `RunsClient` to read with (anything with its `iter_pages`), instead of one
+            made here from `base_url`, `api_key`, `page_size` and the HTTP settings.
+        progress: Receives each flow's progress and result (the CLI's summary).
 
     Returns:
-        A `DltSource` named `stackai`.
+        The source's resources, one per flow, named `ORG_ID/FLOW_ID`.
+
+    Raises:
+        ConfigError: a missing key or flow, or a value that cannot work, naming the key.
     """
-
-    @dlt.source(name=SOURCE_NAME, max_table_nesting=1)
-    def stackai() -> list[DltResource]:
-        return [flow_runs(flow, client, window, report) for flow in flows]
-
-    return stackai()
+    config = StackAIConfiguration()
+    for name, value in {
+        "flows": flows,
+        "api_key": api_key,
+        "base_url": base_url,
+        "page_size": page_size,
+        "initial_start_date": initial_start_date,
+        "lookback": lookback,
+        "max_open_run_age": max_open_run_age,
+        "max_open_run_checks": max_open_run_checks,
+        "feedback_lookback": feedback_lookback,
+        "feedback_interval": feedback_interval,
+        "max_concurrent_requests": max_concurrent_requests,
+        "connect_timeout": connect_timeout,
+        "allow_insecure_http": allow_insecure_http,
+    }.items():
+        setattr(config, name, value)
+    config.on_resolved()
+    refs = config.flow_refs()
+    if since and until and since > until:
+        raise ConfigError(f"since ({iso(since)}) is after until ({iso(until)})")
+    if client is None:
+        session = make_session(
+            config.http_settings(), RequestStats(), max_connections=config.max_concurrent_requests
+        )
+        client = RunsClient(config.base_url, config.api_key, session, config.page_size)
+    window = SyncWindow(
+        now=now or pendulum.now("UTC"),
+        rules=rules or config.window_rules(),
+        since=since,
+        until=until,
+        full_refresh=frozenset(str(f) for f in refs) if full_refresh else frozenset(),
+    )
+    progress = progress if progress is not None else SyncReport()
+    return [flow_runs(flow, client, window, progress) for flow in refs]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pipelines.stackai.dates import parse_api_datetime
+from pipelines.stackai.dates import iso, parse_api_datetime
 from pipelines.stackai.endpoint import OPEN_STATES
 
 RECHECK_MARGIN = timedelta(seconds=1)
@@ -110,9 +110,6 @@ class FlowState:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        def iso(value: datetime | None) -> str | None:
-            return value.isoformat() if value else None
-
         return {
             "cursor": iso(self.cursor),
             "open_runs": {

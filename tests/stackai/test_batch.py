@@ -55,6 +55,11 @@ def batch_rows(records: list[Any], body: bytes | None = None, **kwargs: Any):
     for table in batch.runs:
         for row in table.to_pylist():
             items = sorted(usage.pop(row["_dlt_id"], []), key=lambda u: u["_dlt_list_idx"])
+            # a run with no LLM calls sends one marker row instead (it deletes earlier calls)
+            markers = [u for u in items if u["_deleted"]]
+            items = [u for u in items if not u["_deleted"]]
+            assert len(markers) == (0 if items else 1)
+            assert all(m["_dlt_list_idx"] == -1 and m["run_id"] == row["run_id"] for m in markers)
             assert [u["_dlt_list_idx"] for u in items] == list(range(len(items)))
             assert all(u["_dlt_parent_id"] == row["_dlt_id"] for u in items)
             row.pop("_dlt_id")
