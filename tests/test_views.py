@@ -593,7 +593,8 @@ def test_every_sync_refreshes_the_views_and_a_broken_view_does_not_undo_the_load
     broken.mkdir()
     (broken / "010_runs.sql").write_text("create or replace view stackai.runs as selec 1")
     monkeypatch.setattr(
-        "pipelines.load.sync.create_views", lambda path: create_views(path, sql_dir=broken)
+        "pipelines.load.sync.create_views",
+        lambda path, sql_dir=None: create_views(path, sql_dir=broken),
     )
     world.advance(1800)
     report = run_sync(settings, now=world.now)

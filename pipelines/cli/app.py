@@ -41,6 +41,22 @@ def _fail_usage(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
+EXTRAS = {"simulator": ("fastapi", "uvicorn"), "chart": ("matplotlib",)}
+"""What each optional part needs (pyproject.toml's extras); a production install has neither."""
+
+
+def _require_extra(extra: str, what: str) -> None:
+    """Exit 2 with one line naming the extra to install when its packages are missing."""
+    from importlib.util import find_spec
+
+    missing = [name for name in EXTRAS[extra] if find_spec(name) is None]
+    if missing:
+        raise _fail_usage(
+            f"{what} needs the [{extra}] extra ({', '.join(missing)} not installed):"
+            f" pip install 'stackai-runs[{extra}]'"
+        )
+
+
 def _sync_and_report(
     settings: SyncSettings, quiet: bool, fail_on_rejected: bool = False, as_json: bool = False
 ) -> int:
@@ -125,6 +141,15 @@ def sync(
             " unencrypted).",
         ),
     ] = False,
+    sql_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--sql-dir",
+            metavar="DIR",
+            help="A folder of your own NNN_<view>.sql files, applied after the shipped views."
+            " Default: sql_dir in config.",
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option("--json", help="Print a machine-readable summary on stdout (for monitoring)."),
@@ -148,6 +173,7 @@ def sync(
             until=until,
             full_refresh=full_refresh,
             allow_insecure_http=allow_insecure_http,
+            sql_dir=sql_dir,
         )
     except ConfigError as exc:
         if as_json:
@@ -195,6 +221,7 @@ def simulate(
     """Serve the StackAI analytics API simulator in the foreground (Ctrl-C stops it)."""
     import socket
 
+    _require_extra("simulator", "the simulator")
     from pipelines.simulator import World
     from pipelines.simulator.server import serve_forever
 
@@ -279,6 +306,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the simulator's run history.")] = 0,
 ) -> None:
     """Start the simulator on a free loopback port, sync all its flows, summarise the result."""
+    _require_extra("simulator", "the demo")
     from pipelines.simulator import SimulatorServer, World
 
     console.setup_logging()
@@ -343,15 +371,21 @@ def views(
         typer.Option(
             "--sql-dir",
             metavar="DIR",
-            help="Folder of NNN_<view>.sql files. Default: the repository's sql/.",
+            help="A folder of your own NNN_<view>.sql files, applied after the shipped views."
+            " Default: sql_dir in config.",
         ),
     ] = None,
 ) -> None:
-    """Create or replace the analysis views (sql/*.sql, schema stackai) in the DuckDB file."""
+    """Create or replace the analysis views (shipped, then your own; schema stackai)."""
     from pipelines.analysis.views import ViewError, create_views
     from pipelines.load import sync_lock
 
     path = _existing_duckdb_file(duckdb_path)
+    if sql_dir is None:
+        import dlt
+
+        configured = dlt.config.get("sources.stackai.sql_dir", str)
+        sql_dir = Path(configured).expanduser() if configured else None
     try:
         with sync_lock(path, VIEWS_LOCK_WAIT_SECONDS):
             created = create_views(path, sql_dir=sql_dir)
@@ -400,6 +434,8 @@ def report(
         selected = FlowRef.parse(flow) if flow else None
     except ValueError as exc:
         raise _fail_usage(f"--flow: {exc}") from None
+    if chart is not None:
+        _require_extra("chart", "--chart")
     path = _existing_duckdb_file(duckdb_path)
     try:
         with reporting.open_read_only(path) as con:

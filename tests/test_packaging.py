@@ -1,0 +1,89 @@
+"""The tool as a user installs it: a wheel in a fresh virtual environment, run from an empty
+folder with no clone in sight. Slow (it installs the dependencies), and the only test that
+proves `sql/` ships inside the package and the extras are declared right."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import duckdb
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_VIEWS = sorted(path.name for path in (ROOT / "sql").glob("*.sql"))
+PIP = ["-m", "pip", "--disable-pip-version-check", "-q"]
+
+
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    built = run(sys.executable, *PIP, "wheel", "--no-deps", "-w", str(out), str(ROOT), cwd=out)
+    assert built.returncode == 0, built.stderr
+    (path,) = out.glob("stackai_runs-*.whl")
+    return path
+
+
+def test_the_wheel_ships_the_views_and_nothing_of_the_repository_else(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("pipelines/sql/")) == sorted(
+        [*SHIPPED_VIEWS, "__init__.py"]
+    )
+    assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "sql/", ".dlt/"))]
+    assert "pipelines/cli/__main__.py" in names
+
+
+def test_installed_from_the_wheel_the_demo_runs_from_an_empty_folder(wheel, tmp_path):
+    venv = tmp_path / "venv"
+    made = run(sys._base_executable, "-m", "venv", str(venv), cwd=tmp_path)  # type: ignore[attr-defined]
+    assert made.returncode == 0, made.stderr
+    python = str(venv / "bin" / "python")
+    tool = str(venv / "bin" / "stackai-runs")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DLT_", "STACKAI", "SOURCES__", "PYTHON", "VIRTUAL_ENV"))
+    }
+
+    # a production install: no simulator, no chart library; the demo says which extra it needs
+    installed = run(python, *PIP, "install", str(wheel), cwd=empty, env=env)
+    assert installed.returncode == 0, installed.stderr
+    assert run(python, "-c", "import fastapi", cwd=empty, env=env).returncode != 0
+    assert run(python, "-c", "import matplotlib", cwd=empty, env=env).returncode != 0
+    bare = run(tool, "demo", cwd=empty, env=env)
+    assert bare.returncode == 2
+    assert bare.stderr.strip().count("\n") == 0, bare.stderr
+    assert "[simulator]" in bare.stderr and "Traceback" not in bare.stderr
+    assert not list(empty.iterdir())
+
+    installed = run(python, *PIP, "install", f"{wheel}[simulator]", cwd=empty, env=env)
+    assert installed.returncode == 0, installed.stderr
+    demo = run(tool, "demo", cwd=empty, env=env)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    path = empty / "stackai_demo.duckdb"
+    with duckdb.connect(str(path), read_only=True) as con:
+        views = {
+            name
+            for (name,) in con.execute(
+                "select view_name from duckdb_views() where schema_name = 'stackai'"
+            ).fetchall()
+        }
+        (runs,) = con.execute("select count(*) from stackai.runs").fetchone()
+    assert views == {name.split("_", 1)[1].removesuffix(".sql") for name in SHIPPED_VIEWS}
+    assert runs > 0
+
+    again = run(tool, "views", "--duckdb", str(path), cwd=empty, env=env)
+    assert again.returncode == 0, again.stderr
+    chart = run(tool, "report", "--duckdb", str(path), "--chart", "c.png", cwd=empty, env=env)
+    assert chart.returncode == 2 and "[chart]" in chart.stderr
