@@ -1,9 +1,9 @@
 """What the StackAI "List Flow Runs" endpoint is and how it behaves: the one place that says so.
 
-Every fact here comes from the vendor contract, `shared/stackai/analytics-openapi.yml`
+Every fact here comes from the vendor contract, vendored as `tests/contract/analytics-openapi.yml`
 (path `/analytics/org/{org_id}/flows/{flow_id}`, operationId `getAnalyticsDataApi`, schema
-`components.schemas.ProjectRunSummary`), or from `shared/stackai/API-NOTES.md` where the contract
-is silent. The rest of the package reads its behaviour from these values.
+`components.schemas.ProjectRunSummary`), or from the project's API notes ("API-NOTES") where the
+contract is silent. The rest of the package reads its behaviour from these values.
 """
 
 from __future__ import annotations

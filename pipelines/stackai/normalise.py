@@ -1,8 +1,8 @@
 """Turn one run as the API sends it into one row for `stackai.flow_runs`: pure functions, no I/O.
 
 The shapes come from `components.schemas.ProjectRunSummary` and `LLMUsageData` in
-`shared/stackai/analytics-openapi.yml`; what the contract leaves open (date formats, nested parent
-objects, text fields that may or may not be JSON) is described in `shared/stackai/API-NOTES.md`.
+the vendor contract (`tests/contract/analytics-openapi.yml`); what it leaves open (date formats,
+nested parent objects, text fields that may or may not be JSON) is in the project's API notes.
 """
 
 from __future__ import annotations

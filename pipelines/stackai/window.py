@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipelines.stackai.dates import iso, parse_api_datetime
-from pipelines.stackai.endpoint import OPEN_STATES
 
 RECHECK_MARGIN = timedelta(seconds=1)
 """Half-width of an open run's re-check window: bound inclusivity is undocumented (API-NOTES),
@@ -212,14 +211,6 @@ class Observations:
     watched: frozenset[str] | None = None
     """The runs open in the stored state: only their closing matters, so only they are
     remembered as closed (None: remember every run, for tests)."""
-
-    def see(self, run_id: str, date: datetime, state: Any) -> None:
-        # Any state but the documented open ones, unknown values included, is not re-checked:
-        # only those are known to change later.
-        if state in OPEN_STATES:
-            self.see_batch(date, [(run_id, date)], ())
-        else:
-            self.see_batch(date, (), [run_id])
 
     def see_batch(
         self,

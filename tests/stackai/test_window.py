@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipelines.stackai.endpoint import OPEN_STATES
 from pipelines.stackai.window import (
     RECHECK_MARGIN,
     FlowState,
@@ -22,6 +23,14 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 FLOW = "org/flow"
+
+
+def see(seen: Observations, run_id: str, date: datetime, state: str) -> None:
+    """One run as the batcher reports it: open states opened, any other state closed."""
+    if state in OPEN_STATES:
+        seen.see_batch(date, [(run_id, date)], ())
+    else:
+        seen.see_batch(date, (), [run_id])
 
 
 def window(**kwargs) -> SyncWindow:
@@ -41,7 +50,7 @@ def test_tail_is_cursor_minus_lookback_and_the_stored_cursor_is_the_true_newest(
     plan = plan_flow(FlowState(cursor=cursor), window(), FLOW)
     assert plan.tail == (cursor - HOUR, NOW)
     seen = Observations()
-    seen.see("a", cursor - 30 * timedelta(minutes=1), "COMPLETED")
+    see(seen, "a", cursor - 30 * timedelta(minutes=1), "COMPLETED")
     assert next_state(plan, seen, window()).cursor == cursor  # never backwards, no lookback
 
 
@@ -77,8 +86,8 @@ def test_closed_runs_leave_open_runs_and_new_open_runs_join():
     state = FlowState(cursor=NOW - HOUR, open_runs={"a": OpenRun(NOW - DAY)})
     plan = plan_flow(state, window(), FLOW)
     seen = Observations()
-    seen.see("a", NOW - DAY, "COMPLETED")
-    seen.see("b", NOW - 10 * timedelta(minutes=1), "PAUSED")
+    see(seen, "a", NOW - DAY, "COMPLETED")
+    see(seen, "b", NOW - 10 * timedelta(minutes=1), "PAUSED")
     after = next_state(plan, seen, window())
     assert set(after.open_runs) == {"b"}
     assert after.cursor == NOW - 10 * timedelta(minutes=1)
@@ -107,7 +116,7 @@ def test_backfill_reads_its_window_and_keeps_the_cursor():
     plan = plan_flow(FlowState(cursor=NOW - HOUR), window(since=since, until=until), FLOW)
     assert plan.tail == (since, until)
     seen = Observations()
-    seen.see("x", NOW - 25 * DAY, "COMPLETED")
+    see(seen, "x", NOW - 25 * DAY, "COMPLETED")
     assert next_state(plan, seen, window()).cursor == NOW - HOUR
 
 
@@ -144,5 +153,5 @@ def test_cursor_never_moves_backwards(cursor, dates):
     plan = plan_flow(FlowState(cursor=cursor), w, FLOW)
     seen = Observations()
     for i, d in enumerate(dates):
-        seen.see(str(i), d, "COMPLETED")
+        see(seen, str(i), d, "COMPLETED")
     assert next_state(plan, seen, w).cursor == max([cursor, *dates])
