@@ -6,7 +6,6 @@ Where values come from, highest first: arguments (the CLI's flags); dlt's enviro
 `ConfigError` naming the key, so a bad value never reaches a request.
 """
 
-
 import ipaddress
 import os
 from datetime import datetime, timedelta
