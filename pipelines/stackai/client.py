@@ -6,6 +6,7 @@ rule (a short page), a strict check that a page is a JSON array, and errors that
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -46,11 +47,18 @@ class ApiResponseError(StackAIError):
     """Any other HTTP error status, after retries (422 carries the server's `detail`)."""
 
 
+class PagingError(StackAIError):
+    """The server answered `page` requests in a way that would page forever (not retried)."""
+
+
 class ShortPagePaginator(PageNumberPaginator):
     """0-based `page` numbers; stops after an empty page or one shorter than `page_size`.
 
     The endpoint returns a bare array with no total (`responses.200` of the contract), so a short
-    page is the only sign of the end that costs no extra request.
+    page is the only sign of the end that costs no extra request. A server that ignores `page`
+    would answer every request with the same full page and never end: a full page whose body is
+    the one before it, byte for byte, fails the flow instead (the window's `end_date` is pinned,
+    so new runs cannot shift one page onto the next).
     """
 
     def __init__(self, page_size: int) -> None:
@@ -61,11 +69,21 @@ class ShortPagePaginator(PageNumberPaginator):
             stop_after_empty_page=True,
         )
         self.page_size = page_size
+        self._previous: bytes | None = None
+
+    def _stop_after_this_page(self, data: list[Any] | None = None) -> bool:
+        return not data or len(data) < self.page_size
 
     def update_state(self, response: requests.Response, data: list[Any] | None = None) -> None:
+        if data and len(data) >= self.page_size:
+            body = hashlib.md5(response.content).digest()
+            if body == self._previous:
+                raise PagingError(
+                    f"page {self.current_value} of {sanitize_url(response.url)} repeats the page"
+                    " before it: the server seems to ignore the `page` parameter; stopped"
+                )
+            self._previous = body
         super().update_state(response, data)
-        if data is not None and len(data) < self.page_size:
-            self._has_next_page = False
 
 
 def _detail(response: requests.Response) -> str:
