@@ -22,8 +22,9 @@
 --   user_id, conversation_id  varchar      as received
 --   inputs, outputs, llms,    varchar      exactly as received: JSON text or plain text
 --   feedback
---   inputs_json, outputs_json json         the same value parsed, where it is valid JSON; else null
---   llms_json, feedback_json
+--   inputs_json,              json         the same value parsed, where it is valid JSON; else null
+--   outputs_json, llms_json,
+--   feedback_json
 --   run_type, ran_by_type     varchar      as received
 --   ran_by_id                 varchar      user or API key that started the run (lowercase uuid)
 --   ran_by_display_name       varchar      its email or key name
