@@ -101,7 +101,8 @@ class SyncSettings:
     Attributes:
         base_url: API root without trailing slash.
         api_key: Bearer key (a secret: never print this object's repr in logs; repr hides it).
-        flows: Distinct flows to sync, in configuration order.
+        flows: Distinct flows configured by hand, in configuration order.
+        orgs: Orgs whose every flow the org summary lists is synced too.
         duckdb_path: The DuckDB file; dlt's working directory sits beside it.
         page_size: Runs per request.
         rules: Window rules: initial start, lookback, open-run re-checks, feedback pass.
@@ -119,6 +120,7 @@ class SyncSettings:
     api_key: str = field(repr=False)
     flows: tuple[FlowRef, ...]
     duckdb_path: Path
+    orgs: tuple[str, ...] = ()
     page_size: int = endpoint.DEFAULT_PAGE_SIZE
     rules: WindowRules = field(default_factory=WindowRules)
     max_concurrent_flows: int = 8
@@ -135,6 +137,7 @@ class SyncSettings:
 def load_settings(
     *,
     flows: list[str] | None = None,
+    orgs: list[str] | None = None,
     base_url: str | None = None,
     duckdb_path: str | None = None,
     page_size: int | None = None,
@@ -156,6 +159,8 @@ def load_settings(
     """
     flags = {
         "flows": flows or None,
+        # `--flow` alone syncs only those flows: the configured orgs are not discovered then
+        "orgs": orgs or ([] if flows else None),
         "base_url": base_url,
         "page_size": page_size,
         "api_key": api_key,
@@ -178,6 +183,7 @@ def load_settings(
         base_url=config.base_url,
         api_key=config.api_key,
         flows=config.flow_refs("--flow" if flows else "sources.stackai.flows"),
+        orgs=config.org_ids(),
         duckdb_path=Path(path or DEFAULT_DUCKDB_PATH),
         page_size=config.page_size,
         rules=config.window_rules(),

@@ -113,7 +113,7 @@ def test_arguments_win_over_configuration(user_pipeline, flows, simulator):
         stackai(page_size=0)
     only = flows[1]
     source = stackai(flows=[str(only)])
-    assert list(source.resources) == [str(only)]
+    assert list(source.resources) == [str(only), "flows"]
     pipeline.run(source)
     with duckdb.connect(str(path), read_only=True) as con:
         stored = con.execute("select distinct org_id, flow_id from stackai.flow_runs").fetchall()

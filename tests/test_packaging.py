@@ -61,16 +61,20 @@ def test_installed_from_the_wheel_the_demo_runs_from_an_empty_folder(wheel, tmp_
     assert installed.returncode == 0, installed.stderr
     assert run(python, "-c", "import fastapi", cwd=empty, env=env).returncode != 0
     assert run(python, "-c", "import matplotlib", cwd=empty, env=env).returncode != 0
-    bare = run(tool, "demo", cwd=empty, env=env)
-    assert bare.returncode == 2
-    assert bare.stderr.strip().count("\n") == 0, bare.stderr
-    assert "[simulator]" in bare.stderr and "Traceback" not in bare.stderr
+    assert run(tool, "--help", cwd=empty, env=env).returncode == 0
+    for command in ("demo", "simulate"):
+        bare = run(tool, command, cwd=empty, env=env)
+        assert bare.returncode == 2, bare.stderr
+        assert bare.stderr.strip().count("\n") == 0, bare.stderr
+        assert "[simulator]" in bare.stderr and "Traceback" not in bare.stderr
+        assert "pip install 'stackai-runs[simulator]'" in bare.stderr
     assert not list(empty.iterdir())
 
     installed = run(python, *PIP, "install", f"{wheel}[simulator]", cwd=empty, env=env)
     assert installed.returncode == 0, installed.stderr
     demo = run(tool, "demo", cwd=empty, env=env)
     assert demo.returncode == 0, demo.stderr[-3000:]
+    assert f"{python} -c" in demo.stdout  # the query hint names the interpreter that has duckdb
     path = empty / "stackai_demo.duckdb"
     with duckdb.connect(str(path), read_only=True) as con:
         views = {
@@ -85,5 +89,13 @@ def test_installed_from_the_wheel_the_demo_runs_from_an_empty_folder(wheel, tmp_
 
     again = run(tool, "views", "--duckdb", str(path), cwd=empty, env=env)
     assert again.returncode == 0, again.stderr
+    # the text report needs no chart library; --chart without it stops before any work
+    text = run(tool, "report", "--duckdb", str(path), cwd=empty, env=env)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.strip()
     chart = run(tool, "report", "--duckdb", str(path), "--chart", "c.png", cwd=empty, env=env)
-    assert chart.returncode == 2 and "[chart]" in chart.stderr
+    assert chart.returncode == 2, chart.stderr
+    assert chart.stderr.strip().count("\n") == 0, chart.stderr
+    assert "pip install 'stackai-runs[chart]'" in chart.stderr
+    assert "Traceback" not in chart.stderr and not chart.stdout
+    assert not (empty / "c.png").exists()

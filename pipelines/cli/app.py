@@ -93,8 +93,17 @@ def sync(
         typer.Option(
             "--flow",
             metavar="ORG_ID/FLOW_ID",
-            help="Sync only this flow (repeatable). Default: the flows of sources.stackai in"
-            " .dlt/config.toml.",
+            help="Sync only this flow (repeatable; with --org, these and the org's flows)."
+            " Default: flows and orgs of sources.stackai in .dlt/config.toml.",
+        ),
+    ] = None,
+    org: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--org",
+            metavar="ORG_ID",
+            help="Also sync every flow the org summary lists for this org (repeatable)."
+            " Default: orgs in config.",
         ),
     ] = None,
     base_url: Annotated[
@@ -166,6 +175,7 @@ def sync(
     try:
         settings = load_settings(
             flows=flow,
+            orgs=org,
             base_url=base_url,
             duckdb_path=duckdb_path,
             page_size=page_size,
@@ -306,6 +316,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the simulator's run history.")] = 0,
 ) -> None:
     """Start the simulator on a free loopback port, sync all its flows, summarise the result."""
+    import shlex
+    import sys
+
     _require_extra("simulator", "the demo")
     from pipelines.simulator import SimulatorServer, World
 
@@ -331,9 +344,14 @@ def demo(
 
         with reporting.open_read_only(path) as con:
             reporting.print_report(reporting.build_report(con, source=str(path)), console.stdout)
+        # The interpreter running the tool has duckdb: `.venv/bin/python` from a clone, the
+        # tool's own environment when installed with pipx or from a wheel.
+        python = Path(sys.executable)
+        if python.is_relative_to(Path.cwd()):
+            python = python.relative_to(Path.cwd())
         console.stdout.print(
             "\nQuery it from Python (or with the DuckDB CLI, installed separately):\n"
-            f".venv/bin/python -c \"import duckdb; print(duckdb.connect('{path}',"
+            f"{shlex.quote(str(python))} -c \"import duckdb; print(duckdb.connect('{path}',"
             " read_only=True).sql('select state, count(*) from stackai.runs group by state'))\"",
             highlight=False,
             soft_wrap=True,

@@ -21,6 +21,7 @@ from pipelines.load.lock import sync_lock
 from pipelines.load.pipeline import configure_dlt, open_pipeline
 from pipelines.settings import SyncSettings
 from pipelines.stackai.client import RunsClient
+from pipelines.stackai.flows import FlowRef
 from pipelines.stackai.http import RequestStats, make_session, redact
 from pipelines.stackai.progress import ProgressCallback, SyncReport
 from pipelines.stackai.source import stackai
@@ -105,6 +106,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             upkeep.remove_copies_left_by_a_resumed_load(pipeline)
         source = stackai(
             flows=[str(flow) for flow in settings.flows],
+            orgs=list(settings.orgs),
             api_key=settings.api_key,
             base_url=settings.base_url,
             page_size=settings.page_size,
@@ -119,7 +121,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
         )
         info = load_source(pipeline, source)
         if settings.full_refresh:
-            done = [f for f in settings.flows if report.flows[str(f)].ok]
+            done = [FlowRef.parse(name) for name, flow in report.flows.items() if flow.ok]
             if done:
                 upkeep.drop_rows_not_loaded_by(pipeline, done, info.loads_ids)
         _refresh_views(settings.duckdb_path, settings.sql_dir, report)
@@ -132,9 +134,8 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
         report.fail_all(message)
     finally:
         session.close()
-        for flow in settings.flows:
-            flow_report = report.flows[str(flow)]
-            suffix = "/" + flow.path
+        for name, flow_report in report.flows.items():
+            suffix = "/" + FlowRef.parse(name).path
             flow_report.requests = sum(n for p, n in stats.requests.items() if p.endswith(suffix))
             flow_report.retries = sum(n for p, n in stats.retries.items() if p.endswith(suffix))
 

@@ -7,6 +7,11 @@ scheme); the bodies of 401/403/404 are FastAPI's default `{"detail": "..."}` (AP
 documented, so a client should only rely on the status code).
 
 Faults (`faults.py`) hit only the flows endpoint, after auth and the 403/404 checks.
+
+The flows endpoint answers 403 for any org the key is not for (an org of the world the key does
+not cover, or an org unknown to the world: a real key belongs to one org and cannot tell the
+others apart), then 404 for a flow that is not one of that org's, or that was removed
+(`World.remove_flow`; also when it is removed while the request is under way).
 """
 
 from datetime import datetime
@@ -31,6 +36,7 @@ from .world import KeyExpiredError, World
 
 _BEARER = HTTPBearer(auto_error=False)
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+_FLOW_NOT_FOUND = "Flow not found"
 
 Page = Annotated[int, Query(ge=0)]
 PageSize = Annotated[int, Query(ge=1)]
@@ -107,10 +113,10 @@ def create_app(world: World) -> FastAPI:
         state: Annotated[str | None, Query(description=STATE_DESCRIPTION)] = None,
     ) -> Response:
         states = _parse_states(state)
-        if org_id in world.org_ids() and org_id not in orgs:
+        if org_id not in orgs:
             raise HTTPException(403, "Not authorized for this organization")
         if not world.has_flow(org_id, flow_id):
-            raise HTTPException(404, "Flow not found")
+            raise HTTPException(404, _FLOW_NOT_FOUND)
         fault = world.take_fault(flow_id)
         if fault is not None:
             faults.mark(request.scope, fault)
@@ -118,16 +124,19 @@ def create_app(world: World) -> FastAPI:
                 return faults.respond(fault)
         if world.before_page is not None:
             world.before_page(org_id, flow_id, dict(request.query_params))
-        rows = world.query_runs(
-            org_id,
-            flow_id,
-            start=start_date,
-            end=end_date,
-            user_id=user_id,
-            states=states,
-            page=page,
-            page_size=page_size,
-        )
+        try:
+            rows = world.query_runs(
+                org_id,
+                flow_id,
+                start=start_date,
+                end=end_date,
+                user_id=user_id,
+                states=states,
+                page=page,
+                page_size=page_size,
+            )
+        except KeyError:  # removed since the check above (e.g. by `before_page`)
+            raise HTTPException(404, _FLOW_NOT_FOUND) from None
         return _json(rows) if fault is None else faults.respond(fault, rows)
 
     @app.get(

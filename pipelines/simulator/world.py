@@ -8,6 +8,7 @@ thread mutates the world.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import random
 import secrets
@@ -110,6 +111,11 @@ class World:
     Faults (see `faults.py` for what a client sees): `inject` queues faults for the next
     requests of the flows endpoint, `expire_key_after` retires `api_key`, and `fault_rate`
     turns on seeded random chaos.
+
+    Flows come and go (a seeded world is the same as ever until one of these is used):
+    `add_flow` creates one, `remove_flow` deletes one (optionally leaving it in the org summary,
+    as when it is deleted between a client's two calls), and `advance` can do both at random
+    (`new_flows_per_hour`, `removed_flows_per_hour`).
     """
 
     def __init__(
@@ -148,22 +154,32 @@ class World:
         """Open runs by id, in insertion order (a dict, not a set: iteration must not depend
         on string hashing, or `advance` would differ between processes)."""
         self._rng = self._rng_for("clock")
+        self._flow_rng = self._rng_for("flows")
+        """Draws the flows `add_flow` makes (not the seeded ones: those come from "catalog")."""
+        self._churn_rng = self._rng_for("flow-churn")
+        """Draws when `advance` adds and removes flows, and which flow it removes."""
 
         rng = self._rng_for("catalog")
         self.api_key = f"sk-sim-{rng.getrandbits(128):032x}"
         self._orgs: dict[str, OrgProfile] = {}
         self._flows: dict[str, FlowProfile] = {}
+        """Every flow ever made, removed ones included, in creation order."""
+        self._removed: dict[str, bool] = {}
+        """Removed flows: flow_id -> whether the org summary still lists it (`remove_flow`)."""
+        self._name_start: dict[str, int] = {}
+        """Per org: where in `catalog.FLOW_NAMES` its flow names start."""
+        self._names_drawn: dict[str, int] = {}
+        """Per org: how many names of its sequence (`_flow_name`) are used."""
         self.org_api_keys: dict[str, str] = {}
         for index in range(orgs):
             org = runs.make_org(rng, index)
             self._orgs[org.org_id] = org
             self.org_api_keys[org.org_id] = f"sk-sim-{rng.getrandbits(128):032x}"
             first = rng.randrange(len(catalog.FLOW_NAMES))
+            self._name_start[org.org_id] = first
+            self._names_drawn[org.org_id] = flows_per_org
             for n in range(flows_per_org):
-                name = catalog.FLOW_NAMES[(first + n) % len(catalog.FLOW_NAMES)]
-                if n >= len(catalog.FLOW_NAMES):
-                    name = f"{name} {n // len(catalog.FLOW_NAMES) + 1}"
-                flow = runs.make_flow(rng, org, name)
+                flow = runs.make_flow(rng, org, _flow_name(first, n))
                 self._flows[flow.info.flow_id] = flow
                 self._flow_runs[flow.info.flow_id] = []
         self._generate_history(runs_per_flow)
@@ -232,8 +248,26 @@ class World:
     # ------------------------------------------------------------- ground truth
 
     def flows(self) -> list[FlowInfo]:
-        """All flows, orgs in creation order and each org's flows in creation order."""
-        return [flow.info for flow in self._flows.values()]
+        """The flows that exist (not removed: their runs endpoint answers), orgs in creation
+        order and each org's flows in creation order (added flows after the seeded ones)."""
+        with self._lock:
+            return [
+                flow.info for flow in self._in_org_order() if flow.info.flow_id not in self._removed
+            ]
+
+    def removed_flows(self) -> list[FlowInfo]:
+        """The flows `remove_flow` removed (also those the summary still lists), in the order of
+        `flows()`."""
+        with self._lock:
+            return [
+                flow.info for flow in self._in_org_order() if flow.info.flow_id in self._removed
+            ]
+
+    def listed_flows(self, org_id: str | None = None) -> list[FlowInfo]:
+        """The flows the org summary lists (of one org, or of all), in its order: the existing
+        flows plus those removed with `from_summary=False`."""
+        with self._lock:
+            return [flow.info for flow in self._listed(self._orgs if org_id is None else {org_id})]
 
     def org_ids(self) -> list[str]:
         return list(self._orgs)
@@ -241,19 +275,24 @@ class World:
     def runs(self, org_id: str, flow_id: str) -> list[dict]:
         """Deep copies of every run of a flow as the API serves them, in `sort_order`.
 
+        A removed flow still answers here (ground truth: the runs it had when removed), though
+        the API no longer serves them.
+
         Raises:
             KeyError: unknown org or flow (or the flow belongs to another org).
         """
         with self._lock:
-            return [self._served(run) for run in self._sorted(self._runs_of(org_id, flow_id))]
+            runs_of = self._runs_of(org_id, flow_id, removed=True)
+            return [self._served(run) for run in self._sorted(runs_of)]
 
     def run_count(self, org_id: str, flow_id: str) -> int:
-        """Number of runs of a flow (all states, no filter)."""
+        """Number of runs of a flow (all states, no filter); removed flows too, as `runs`."""
         with self._lock:
-            return len(self._runs_of(org_id, flow_id))
+            return len(self._runs_of(org_id, flow_id, removed=True))
 
     def all_runs(self) -> list[tuple[str, str, dict]]:
-        """(org_id, flow_id, served run dict) for every run, flow by flow as in `flows()`."""
+        """(org_id, flow_id, served run dict) for every run of the flows of `flows()` (removed
+        flows' runs are not included), flow by flow in that order."""
         with self._lock:
             return [
                 (info.org_id, info.flow_id, run)
@@ -300,8 +339,10 @@ class World:
             return orgs
 
     def has_flow(self, org_id: str, flow_id: str) -> bool:
-        flow = self._flows.get(flow_id)
-        return flow is not None and flow.info.org_id == org_id
+        """Whether the runs endpoint serves this flow: it exists in this org, not removed."""
+        with self._lock:
+            flow = self._flows.get(flow_id)
+            return flow is not None and flow.info.org_id == org_id and flow_id not in self._removed
 
     def query_runs(
         self,
@@ -347,18 +388,17 @@ class World:
     ) -> list[dict]:
         """One page of `GET /organizations/analytics/projects-run-summary`.
 
-        One `OrgProjectRunSummary` dict per flow of the given orgs (every flow, also those with
-        no run in the window), figures over runs with `start <= date <= end`: `total_runs`,
-        `total_errors` (FAILED runs), `total_tokens`, `total_users` (distinct non-null user_id).
+        One `OrgProjectRunSummary` dict per flow of `listed_flows()` of the given orgs (every
+        flow, also those with no run in the window; a flow removed with `from_summary=False`
+        too), figures over runs with `start <= date <= end`: `total_runs`, `total_errors`
+        (FAILED runs), `total_tokens`, `total_users` (distinct non-null user_id).
         """
         start = None if start is None else dates.as_utc(start)
         end = None if end is None else dates.as_utc(end)
         wanted = set(org_ids)
         with self._lock:
             rows = []
-            for flow in self._flows.values():
-                if flow.info.org_id not in wanted:
-                    continue
+            for flow in self._listed(wanted):
                 window = [
                     run.data
                     for run in self._flow_runs[flow.info.flow_id]
@@ -454,6 +494,108 @@ class World:
 
     # ----------------------------------------------------------------- mutators
 
+    def add_flow(
+        self,
+        org_id: str,
+        name: str | None = None,
+        *,
+        owner_email: str | None = None,
+        project_type: str | None = None,
+        published: bool | None = None,
+        runs_per_hour: float | None = None,
+    ) -> FlowInfo:
+        """Create a flow (project) in an existing org, with no runs yet; returns its `FlowInfo`.
+
+        It is drawn like the seeded flows (fresh uuid, 1-3 LLM models, an owner among the org's
+        members, a `project_type`, published more often than not, 2-6 runs per hour), from the
+        world's own seeded "flows" stream: the same seed and the same calls give the same flows.
+        From now on the org summary lists it (after the org's earlier flows, totals 0 until it
+        has runs), its runs endpoint answers (an empty list), and `advance` and `add_run` give
+        it runs like any other flow.
+
+        Args:
+            org_id: an org of `org_ids()`.
+            name: the project name; default: the next name of the org's sequence (as the seeded
+                flows are named: "Support triage", ..., then "Support triage 2", ...), never one
+                an earlier flow of the org has.
+            owner_email: the owner, by email of one of the org's members; default: drawn.
+            project_type: e.g. "workflow" or "agent"; default: drawn.
+            published: whether it has a public UI (`is_published`, `public_ui_url`); default:
+                drawn.
+            runs_per_hour: its mean rate of new runs in `advance` (0: none); default: drawn.
+
+        Raises:
+            KeyError: unknown org. ValueError: a bad name, owner, project_type or rate.
+        """
+        with self._lock:
+            org = self._orgs.get(org_id)
+            if org is None:
+                raise KeyError(f"no org {org_id!r}")
+            if name is not None and (not isinstance(name, str) or not name.strip()):
+                raise ValueError(f"a flow name must be a non-blank string, not {name!r}")
+            if project_type is not None and (
+                not isinstance(project_type, str) or not project_type.strip()
+            ):
+                raise ValueError(f"project_type must be a non-blank string, not {project_type!r}")
+            if runs_per_hour is not None and not runs_per_hour >= 0:
+                raise ValueError(f"runs_per_hour must be >= 0, not {runs_per_hour!r}")
+            owner = None
+            if owner_email is not None:
+                owner = next((m for m in org.members if m.email == owner_email), None)
+                if owner is None:
+                    members = ", ".join(m.email for m in org.members)
+                    raise ValueError(f"{owner_email!r} is not a member of org {org_id} ({members})")
+            rng = self._flow_rng
+            flow = runs.make_flow(rng, org, self._next_name(org_id) if name is None else name)
+            public_ui_type = flow.public_ui_type
+            if published is False:
+                public_ui_type = None
+            elif published and public_ui_type is None:
+                public_ui_type = rng.choice(catalog.PUBLIC_UI_TYPES)
+            flow = dataclasses.replace(
+                flow,
+                owner=owner or flow.owner,
+                project_type=project_type or flow.project_type,
+                public_ui_type=public_ui_type,
+                runs_per_hour=flow.runs_per_hour if runs_per_hour is None else float(runs_per_hour),
+            )
+            self._flows[flow.info.flow_id] = flow
+            self._flow_runs[flow.info.flow_id] = []
+            return flow.info
+
+    def remove_flow(self, flow_id: str, *, from_summary: bool = True) -> FlowInfo:
+        """Delete a flow (project), as deleting it in StackAI would; returns its `FlowInfo`.
+
+        From now on its runs endpoint answers 404 ("Flow not found"; also for a request already
+        under way, e.g. the next page), `has_flow` is False, `flows()` and `all_runs()` leave it
+        out, `advance` gives it no runs and its open runs stay open for ever; `add_run`,
+        `update_run` and `complete_run` refuse it (KeyError). Ground truth keeps what it had:
+        `runs`, `run_count`, `get_run`, `run_instant` still answer, and sub-workflow runs of
+        other flows keep naming it as their parent project.
+
+        Args:
+            flow_id: a flow of `flows()` (or an already removed one, see `from_summary`).
+            from_summary: True: the org summary no longer lists it. False: the summary still
+                lists it (with its totals) while its runs endpoint answers 404, as when it was
+                deleted between a client's reading of the summary and of its runs; a second
+                call with True takes it off the summary too (a removed flow never comes back).
+
+        Raises:
+            KeyError: no such flow.
+        """
+        with self._lock:
+            flow = self._flows.get(flow_id)
+            if flow is None:
+                raise KeyError(f"no flow {flow_id!r}")
+            if flow_id in self._removed:
+                if from_summary:
+                    self._removed[flow_id] = False
+                return flow.info
+            self._removed[flow_id] = not from_summary
+            for run in self._flow_runs[flow_id]:
+                self._open.pop(run.run_id, None)
+            return flow.info
+
     def add_run(
         self,
         org_id: str,
@@ -501,7 +643,7 @@ class World:
         is not final, KeyError for an unknown run.
         """
         with self._lock:
-            run = self._runs[run_id]
+            run = self._live_run(run_id)
             if run.data["state"] not in OPEN_STATES:
                 raise ValueError(f"run {run_id} is {run.data['state']}, not open")
             if state not in FINAL_STATES:
@@ -522,7 +664,7 @@ class World:
         None removes such a key again), served after the contract's keys.
         """
         with self._lock:
-            run = self._runs[run_id]
+            run = self._live_run(run_id)
             self._apply(run, fields)
             for key, value in (new_fields or {}).items():
                 if key in RUN_KEYS or key == "parent":
@@ -536,7 +678,13 @@ class World:
     # -------------------------------------------------------------------- clock
 
     def advance(
-        self, seconds: float, *, new_runs: bool = True, late_feedback: bool = False
+        self,
+        seconds: float,
+        *,
+        new_runs: bool = True,
+        late_feedback: bool = False,
+        new_flows_per_hour: float = 0.0,
+        removed_flows_per_hour: float = 0.0,
     ) -> None:
         """Move `now` forward by `seconds`.
 
@@ -546,13 +694,27 @@ class World:
         finished (COMPLETED mostly, FAILED or CANCELLED sometimes); its `date` never changes.
         With `late_feedback`, about one run per org per hour, started within the last 7 days,
         receives feedback.
+
+        Flow churn (off by default; drawn from the world's seeded "flow-churn" stream): each
+        org gets new flows (`add_flow` with defaults) at `new_flows_per_hour` and loses a
+        random flow (`remove_flow`, off the summary too) at `removed_flows_per_hour`, Poisson
+        arrivals inside the interval; an org never loses its last flow. A flow added at time t
+        gets runs dated after t only, a flow removed at t none after t.
         """
         if seconds < 0:
             raise ValueError("the clock only moves forward")
+        if not (new_flows_per_hour >= 0 and removed_flows_per_hour >= 0):
+            raise ValueError("flow churn rates must be >= 0")
         with self._lock:
             start, end = self.now, self.now + timedelta(seconds=seconds)
+            segment_start = start
+            for when, action in self._churn(start, end, new_flows_per_hour, removed_flows_per_hour):
+                if new_runs:
+                    self._spawn(segment_start, when)
+                action()
+                segment_start = when
             if new_runs:
-                self._spawn(start, end)
+                self._spawn(segment_start, end)
             cutoff = end - OPEN_MAX_AGE
             for run in sorted(self._open.values(), key=_chronological):
                 if run.instant < cutoff:
@@ -567,13 +729,75 @@ class World:
         # One stream per purpose, so that e.g. more runs per flow do not change the ids.
         return random.Random(f"stackai-sim:{self.seed}:{purpose}")
 
-    def _check_flow(self, org_id: str, flow_id: str) -> str:
-        if not self.has_flow(org_id, flow_id):
+    def _check_flow(self, org_id: str, flow_id: str, *, removed: bool = False) -> str:
+        """`flow_id` if it is a flow of `org_id` (with `removed`, a removed one too)."""
+        flow = self._flows.get(flow_id)
+        if flow is None or flow.info.org_id != org_id:
             raise KeyError(f"no flow {flow_id!r} in org {org_id!r}")
+        if flow_id in self._removed and not removed:
+            raise KeyError(f"flow {flow_id!r} of org {org_id!r} was removed")
         return flow_id
 
-    def _runs_of(self, org_id: str, flow_id: str) -> list[_Run]:
-        return self._flow_runs[self._check_flow(org_id, flow_id)]
+    def _runs_of(self, org_id: str, flow_id: str, *, removed: bool = False) -> list[_Run]:
+        return self._flow_runs[self._check_flow(org_id, flow_id, removed=removed)]
+
+    def _live_run(self, run_id: str) -> _Run:
+        """The run `run_id`; KeyError if there is none or its flow was removed."""
+        run = self._runs[run_id]
+        if run.flow_id in self._removed:
+            raise KeyError(f"run {run_id!r} belongs to the removed flow {run.flow_id!r}")
+        return run
+
+    def _in_org_order(self) -> list[FlowProfile]:
+        """Every flow (removed ones too), orgs in creation order, then flows in creation order."""
+        rank = {org_id: index for index, org_id in enumerate(self._orgs)}
+        return sorted(self._flows.values(), key=lambda flow: rank[flow.info.org_id])
+
+    def _listed(self, org_ids: Iterable[str]) -> list[FlowProfile]:
+        """The flows of `org_ids` the summary lists (see `listed_flows`)."""
+        wanted = set(org_ids)
+        return [
+            flow
+            for flow in self._in_org_order()
+            if flow.info.org_id in wanted and self._removed.get(flow.info.flow_id, True)
+        ]
+
+    def _next_name(self, org_id: str) -> str:
+        """The next name of the org's sequence that none of its flows has."""
+        taken = {flow.info.name for flow in self._flows.values() if flow.info.org_id == org_id}
+        while True:
+            name = _flow_name(self._name_start[org_id], self._names_drawn[org_id])
+            self._names_drawn[org_id] += 1
+            if name not in taken:
+                return name
+
+    def _churn(
+        self, start: datetime, end: datetime, new_per_hour: float, removed_per_hour: float
+    ) -> list[tuple[datetime, Callable[[], object]]]:
+        """(when, action) of the flow churn of `advance` in `(start, end]`, in time order."""
+        if not (new_per_hour or removed_per_hour):
+            return []
+        rng = self._churn_rng
+        events = []
+        for rank, org_id in enumerate(self._orgs):
+            for when in _arrivals(rng, new_per_hour, start, end):
+                events.append((when, rank, 0, org_id))
+            for when in _arrivals(rng, removed_per_hour, start, end):
+                events.append((when, rank, 1, org_id))
+        events.sort()
+
+        def add(org_id: str) -> Callable[[], object]:
+            return lambda: self.add_flow(org_id)
+
+        def remove(org_id: str) -> Callable[[], object]:
+            def action() -> None:
+                flows = self._org_flows(org_id)
+                if len(flows) > 1:
+                    self.remove_flow(rng.choice(flows).info.flow_id)
+
+            return action
+
+        return [(when, (remove if kind else add)(org_id)) for when, _, kind, org_id in events]
 
     def _sorted(self, selected: list[_Run]) -> list[_Run]:
         if self._sort_order == "newest_first":
@@ -760,7 +984,12 @@ class World:
             self._open.pop(run.run_id, None)
 
     def _org_flows(self, org_id: str) -> list[FlowProfile]:
-        return [flow for flow in self._flows.values() if flow.info.org_id == org_id]
+        """The org's existing (not removed) flows, in creation order."""
+        return [
+            flow
+            for flow in self._flows.values()
+            if flow.info.org_id == org_id and flow.info.flow_id not in self._removed
+        ]
 
     def _late_feedback(self, start: datetime, end: datetime) -> None:
         for org_id in self._orgs:
@@ -775,6 +1004,15 @@ class World:
                 ]
                 if eligible:
                     self._rng.choice(eligible).data["feedback"] = runs.late_feedback(self._rng)
+
+
+def _flow_name(first: int, n: int) -> str:
+    """The `n`-th (0-based) flow name of an org whose names start at `catalog.FLOW_NAMES[first]`:
+    the catalog in a cycle, numbered from the second round on ("Support triage 2")."""
+    name = catalog.FLOW_NAMES[(first + n) % len(catalog.FLOW_NAMES)]
+    if n >= len(catalog.FLOW_NAMES):
+        name = f"{name} {n // len(catalog.FLOW_NAMES) + 1}"
+    return name
 
 
 def _chronological(run: _Run) -> tuple[datetime, str]:
@@ -793,7 +1031,9 @@ def _history_instant(rng: random.Random, anchor: datetime) -> datetime:
 def _arrivals(
     rng: random.Random, per_hour: float, start: datetime, end: datetime
 ) -> list[datetime]:
-    """Poisson arrival times in `(start, end]` at `per_hour` on average."""
+    """Poisson arrival times in `(start, end]` at `per_hour` on average (none at 0)."""
+    if per_hour <= 0:
+        return []
     times, t = [], start
     while True:
         t += timedelta(seconds=rng.expovariate(per_hour / 3600.0))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -163,7 +163,11 @@ class RunsClient:
         )
 
     def iter_pages(
-        self, flow: FlowRef, start: datetime | None, end: datetime | None
+        self,
+        flow: FlowRef,
+        start: datetime | None,
+        end: datetime | None,
+        page_size: int | None = None,
     ) -> Iterator[Page]:
         """Yield each page (the decoded JSON array) of a flow's runs dated in [start, end].
 
@@ -171,6 +175,7 @@ class RunsClient:
             flow: The org/flow to read.
             start: `start_date` (aware; sent as UTC with offset), or None for the whole history.
             end: `end_date`, the pinned end of the window, or None for open-ended.
+            page_size: Runs per page; default the client's.
 
         Yields:
             `Page`s: lists of raw run objects, as received, with the response body; possibly
@@ -181,11 +186,58 @@ class RunsClient:
             dlt's retries. BadPage: a 2xx body that is not a JSON array.
             requests.RequestException: connection errors and timeouts after retries.
         """
-        params: dict[str, Any] = {endpoint.PAGE_SIZE_PARAM: self.page_size}
+        page_size = page_size or self.page_size
+        params: dict[str, Any] = {endpoint.PAGE_SIZE_PARAM: page_size}
         if start is not None:
             params[endpoint.START_DATE_PARAM] = format_api_datetime(start)
         if end is not None:
             params[endpoint.END_DATE_PARAM] = format_api_datetime(end)
+
+        def refused(status: int, where: str, detail: str) -> StackAIError:
+            if status == 404:
+                return FlowNotFound(f"flow not found: {flow} (HTTP 404 from {where}): {detail}")
+            return ApiKeyRejected(
+                f"API key rejected (HTTP {status}) for org {flow.org_id} flow {flow.flow_id}:"
+                f" {detail}"
+            )
+
+        yield from self._paginate(flow.path, params, page_size, f"flow {flow}", refused)
+
+    def iter_projects(self) -> Iterator[Page]:
+        """Yield each page of the org summary: one `OrgProjectRunSummary` per project (flow) of
+        the API key's org, with all-time totals (no date filter).
+
+        Contract: `paths./organizations/analytics/projects-run-summary.get` (the org comes from
+        the key; paged like the runs, default page size 25; a short page ends it).
+
+        Raises:
+            ApiKeyRejected: 401/403 (and 404). ApiResponseError, BadPage,
+            requests.RequestException: as `iter_pages`.
+        """
+
+        def refused(status: int, where: str, detail: str) -> StackAIError:
+            return ApiKeyRejected(
+                f"API key rejected (HTTP {status}) reading the org summary {where}: {detail}"
+            )
+
+        yield from self._paginate(
+            endpoint.ORG_SUMMARY_PATH,
+            {endpoint.PAGE_SIZE_PARAM: endpoint.ORG_SUMMARY_PAGE_SIZE},
+            endpoint.ORG_SUMMARY_PAGE_SIZE,
+            "the org summary",
+            refused,
+        )
+
+    def _paginate(
+        self,
+        path: str,
+        params: dict[str, Any],
+        page_size: int,
+        subject: str,
+        refused: Callable[[int, str, str], StackAIError],
+    ) -> Iterator[Page]:
+        """Pages of `path` until a short or empty one; 401/403/404 raise `refused(status,
+        url, detail)`, other errors name `subject`."""
 
         def raise_for_status(response: requests.Response, *args: Any, **kwargs: Any) -> None:
             status = response.status_code
@@ -197,22 +249,17 @@ class RunsClient:
                 return
             where = sanitize_url(response.url)
             detail = _detail(response)
-            if status in (401, 403):
-                raise ApiKeyRejected(
-                    f"API key rejected (HTTP {status}) for org {flow.org_id} flow {flow.flow_id}:"
-                    f" {detail}"
-                )
-            if status == 404:
-                raise FlowNotFound(f"flow not found: {flow} (HTTP 404 from {where}): {detail}")
-            error = ApiResponseError(f"HTTP {status} from {where} for flow {flow}: {detail}")
+            if status in (401, 403, 404):
+                raise refused(status, where, detail)
+            error = ApiResponseError(f"HTTP {status} from {where} for {subject}: {detail}")
             # dlt's retry reads the status from an HTTPError's response: keep that link so 429
             # and 5xx are retried, then re-raised as this error when attempts run out.
             raise _RetryableHTTPError(error, response=response)
 
         pages = self._rest.paginate(
-            flow.path,
+            path,
             params=params,
-            paginator=ShortPagePaginator(self.page_size),
+            paginator=ShortPagePaginator(page_size),
             hooks={"response": [raise_for_status]},
         )
         try:

@@ -189,6 +189,8 @@ class StackAIConfiguration(BaseConfiguration):
 
     flows: list[Any] | None = None
     """`"ORG_ID/FLOW_ID"` strings (or tables with org_id and flow_id)."""
+    orgs: list[str] | None = None
+    """Org ids whose every flow (as the org summary lists them) is synced, besides `flows`."""
     api_key: TSecretStrValue | None = None
     base_url: str = endpoint.DEFAULT_BASE_URL
     page_size: int = endpoint.DEFAULT_PAGE_SIZE
@@ -221,22 +223,36 @@ class StackAIConfiguration(BaseConfiguration):
         self.window_rules()  # every duration and date parses
 
     def flow_refs(self, what: str = "sources.stackai.flows") -> tuple[FlowRef, ...]:
-        """The distinct flows, in configuration order.
+        """The distinct flows configured by hand, in configuration order.
 
         Raises:
-            ConfigError: a bad entry, or no flow at all (naming `what`).
+            ConfigError: a bad entry, or no flow and no org at all (naming `what`).
         """
         try:
             flows = parse_flows(self.flows, what)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if not flows:
+        if not flows and not self.org_ids():
             raise ConfigError(
-                'no flow to sync: list them as flows = ["ORG_ID/FLOW_ID", ...] in'
-                f" [sources.stackai] of .dlt/config.toml (read from {settings_dir()}), or pass"
-                " --flow ORG_ID/FLOW_ID"
+                'no flow to sync: list them as flows = ["ORG_ID/FLOW_ID", ...] or their orgs as'
+                ' orgs = ["ORG_ID", ...] in [sources.stackai] of .dlt/config.toml (read from'
+                f" {settings_dir()}), or pass --flow ORG_ID/FLOW_ID or --org ORG_ID"
             )
         return flows
+
+    def org_ids(self) -> tuple[str, ...]:
+        """The distinct orgs to discover flows in, validated like a flow's org id.
+
+        Raises:
+            ConfigError: an empty id, or one with spaces or control characters.
+        """
+        orgs = [self.orgs] if isinstance(self.orgs, str) else list(self.orgs or ())
+        for org in orgs:
+            try:
+                FlowRef(str(org), "flow")
+            except ValueError as exc:
+                raise ConfigError(f"orgs: bad org {org!r}: {exc}") from None
+        return tuple(dict.fromkeys(str(org).strip() for org in orgs))
 
     def window_rules(self) -> WindowRules:
         """The incremental rules these keys set (see `window.WindowRules`).

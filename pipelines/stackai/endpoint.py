@@ -18,6 +18,13 @@ DEFAULT_BASE_URL: Final = "https://api.stack-ai.com"
 RUNS_PATH: Final = "analytics/org/{org_id}/flows/{flow_id}"
 """`paths./analytics/org/{org_id}/flows/{flow_id}.get`; both ids are path parameters."""
 
+ORG_SUMMARY_PATH: Final = "organizations/analytics/projects-run-summary"
+"""`paths./organizations/analytics/projects-run-summary.get`: one `OrgProjectRunSummary` per
+project (flow) of the API key's org; the org is not a parameter (API-NOTES: "the org comes from
+the API key"), and the rows do not name it."""
+ORG_SUMMARY_PAGE_SIZE: Final = 100
+"""The summary's `page_size` (contract: `minimum: 1`, `default: 25`); a short page ends it."""
+
 PAGE_PARAM: Final = "page"
 FIRST_PAGE: Final = 0
 """`page` is 0-based (`minimum: 0, default: 0`)."""
@@ -221,3 +228,42 @@ REJECTED_COLUMNS: Final[TTableSchemaColumns] = named_columns(
         "seen_at": {"data_type": "timestamp", "timezone": True, "nullable": False},
     }
 )
+
+
+FLOWS_TABLE: Final = "flows"
+"""One row per (org_id, flow_id) ever synced or listed, merged every sync."""
+
+FLOWS_PRIMARY_KEY: Final = ("org_id", "flow_id")
+
+_WHEN = {"data_type": "timestamp", "timezone": True, "nullable": True}
+
+FLOW_COLUMNS: Final[TTableSchemaColumns] = named_columns(
+    {
+        "org_id": {"data_type": "text", "nullable": False},
+        "flow_id": {"data_type": "text", "nullable": False},
+        "flow_name": _text("OrgProjectRunSummary.project_name"),
+        "project_type": _text("OrgProjectRunSummary.project_type"),
+        "owner_email": _text("OrgProjectRunSummary.project_owner.email"),
+        "is_published": {"data_type": "bool", "nullable": True},
+        "public_ui_url": _text("OrgProjectRunSummary.public_ui_url"),
+        "total_runs": {"data_type": "bigint", "nullable": True},
+        "total_errors": {"data_type": "bigint", "nullable": True},
+        "total_tokens": {"data_type": "bigint", "nullable": True},
+        "total_users": {"data_type": "bigint", "nullable": True},
+        "totals_at": {**_WHEN, "description": "When the summary's totals were read (UTC)"},
+        "first_seen_at": {**_WHEN, "description": "The first sync that knew the flow (UTC)"},
+        "last_seen_at": {**_WHEN, "description": "The last sync the summary listed it (UTC)"},
+        "is_listed": {
+            "data_type": "bool",
+            "nullable": False,
+            "description": "The org summary listed the flow at the last sync",
+        },
+        "initial_start_date": {
+            **_WHEN,
+            "description": "initial_start_date when the flow was last synced: older runs are"
+            " not read",
+        },
+    }
+)
+"""`components.schemas.OrgProjectRunSummary` (totals over all time, no date filter) and what
+the sync knows of each flow."""

@@ -17,7 +17,8 @@ class FlowReport:
     """
 
     flow: str
-    status: str = "pending"  # pending -> running -> ok | failed
+    name: str | None = None  # the flow's name in the org summary
+    status: str = "pending"  # pending -> running -> ok | skipped | failed
     pages: int = 0
     runs: int = 0
     new_runs: int = 0  # runs dated after the cursor: started since the previous sync
@@ -38,7 +39,8 @@ class FlowReport:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        """Synced, or skipped on purpose (a discovered flow deleted since it was listed)."""
+        return self.status in ("ok", "skipped")
 
     def count_unknown(self, field: str, value: str, count: int = 1) -> None:
         """Count a value of an enum field that the contract does not list (`field=value`)."""
@@ -55,6 +57,12 @@ class SyncReport:
 
     flows: dict[str, FlowReport] = field(default_factory=dict)
     error: str | None = None
+    flows_discovered: int | None = None
+    """Flows the org summary listed for `orgs` (None: no org asked for)."""
+    flows_new: list[str] = field(default_factory=list)
+    """Flows listed by the summary for the first time."""
+    flows_unlisted: list[str] = field(default_factory=list)
+    """Flows the summary listed before and no longer lists (not read; their runs are kept)."""
     seconds: float = 0.0
     on_progress: ProgressCallback | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -79,8 +87,8 @@ class SyncReport:
         report.rejected += rejected
         self.progress(report)
 
-    def finish(self, report: FlowReport, error: str | None = None) -> None:
-        report.status = "failed" if error else "ok"
+    def finish(self, report: FlowReport, error: str | None = None, skipped: bool = False) -> None:
+        report.status = "failed" if error else "skipped" if skipped else "ok"
         report.error = error
         if report.started is not None:
             report.seconds = time.monotonic() - report.started

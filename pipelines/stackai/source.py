@@ -27,9 +27,15 @@ from dlt.extract import DltResource
 
 from pipelines.stackai import endpoint
 from pipelines.stackai.batch import BATCH_RUNS, FlowBatcher
-from pipelines.stackai.client import RunsClient, StackAIError, describe_transport_error
+from pipelines.stackai.client import (
+    FlowNotFound,
+    RunsClient,
+    StackAIError,
+    describe_transport_error,
+)
 from pipelines.stackai.config import SECTION, ConfigError, StackAIConfiguration
 from pipelines.stackai.dates import iso
+from pipelines.stackai.discovery import Discovery, discover, flow_rows
 from pipelines.stackai.flows import FlowRef
 from pipelines.stackai.http import RequestStats, make_session, redact
 from pipelines.stackai.progress import FlowReport, SyncReport
@@ -175,7 +181,11 @@ def _safe_error(exc: BaseException) -> str:
 
 
 def flow_runs(
-    flow: FlowRef, client: RunsClient, window: SyncWindow, report: SyncReport
+    flow: FlowRef,
+    client: RunsClient,
+    window: SyncWindow,
+    report: SyncReport,
+    discovered: bool = False,
 ) -> DltResource:
     """The dlt resource for one flow's runs.
 
@@ -186,6 +196,8 @@ def flow_runs(
         client: Shared HTTP client.
         window: The sync's window rules.
         report: Filled in with this flow's pages, runs, errors and cursors.
+        discovered: The flow was found in the org summary, not configured: a 404 (deleted
+            since the summary was read) skips it with a warning instead of failing it.
 
     Returns:
         A parallelized resource yielding Arrow tables of typed runs into `flow_runs` (merge on
@@ -216,6 +228,10 @@ def flow_runs(
             seen = Observations(watched=frozenset(plan.state.open_runs))
             yield from _read(flow, client, plan, seen, report, flow_report)
         except Exception as exc:  # one flow's failure must not stop the others
+            if discovered and isinstance(exc, FlowNotFound):
+                log.warning("flow %s skipped: deleted since the org summary listed it", name)
+                report.finish(flow_report, skipped=True)
+                return
             message = _safe_error(exc)
             log.error("flow %s failed: %s", name, message)
             log.debug("flow %s failure details", name, exc_info=True)
@@ -275,9 +291,44 @@ def flow_runs(
     return runs
 
 
+def flows_table(
+    flows: list[FlowRef],
+    discovery: Discovery,
+    initial_start: datetime | None,
+    now: datetime,
+    progress: SyncReport,
+) -> DltResource:
+    """The `flows` resource: one row per flow read or known (names, the summary's totals, when
+    first and last listed, whether still listed), merged on (org_id, flow_id). Its state keeps
+    what each flow's row needs when the summary no longer lists it."""
+
+    @dlt.resource(
+        name=endpoint.FLOWS_TABLE,
+        table_name=endpoint.FLOWS_TABLE,
+        write_disposition="merge",
+        primary_key=endpoint.FLOWS_PRIMARY_KEY,
+        columns=endpoint.FLOW_COLUMNS,
+        schema_contract=SCHEMA_CONTRACT,
+    )
+    def flows_resource() -> Any:
+        state = dlt.current.resource_state()
+        rows, known, new, unlisted = flow_rows(
+            flows, discovery, state.get("flows", {}), now, initial_start
+        )
+        state["flows"] = known
+        progress.flows_new = new
+        progress.flows_unlisted = unlisted
+        for key in unlisted:
+            log.warning("flow %s is no longer listed by the org summary: not read, runs kept", key)
+        yield rows
+
+    return flows_resource
+
+
 @dlt.source(name=SECTION, section=SECTION, max_table_nesting=1, spec=StackAIConfiguration)
 def stackai(
     flows: list[Any] | None = dlt.config.value,
+    orgs: list[str] | None = None,
     api_key: TSecretStrValue | None = dlt.secrets.value,
     base_url: str = endpoint.DEFAULT_BASE_URL,
     page_size: int = endpoint.DEFAULT_PAGE_SIZE,
@@ -339,6 +390,7 @@ def stackai(
     config = StackAIConfiguration()
     for name, value in {
         "flows": flows,
+        "orgs": orgs,
         "api_key": api_key,
         "base_url": base_url,
         "page_size": page_size,
@@ -354,7 +406,7 @@ def stackai(
     }.items():
         setattr(config, name, value)
     config.on_resolved()
-    refs = config.flow_refs()
+    configured = config.flow_refs()
     if since and until and since > until:
         raise ConfigError(f"since ({iso(since)}) is after until ({iso(until)})")
     if client is None:
@@ -362,12 +414,24 @@ def stackai(
             config.http_settings(), RequestStats(), max_connections=config.max_concurrent_requests
         )
         client = RunsClient(config.base_url, config.api_key, session, config.page_size)
+    now = now or pendulum.now("UTC")
+    rules = rules or config.window_rules()
+    progress = progress if progress is not None else SyncReport()
+    discovery = discover(client, config.org_ids(), now)
+    refs = list(dict.fromkeys([*configured, *discovery.listed]))
+    progress.flows_discovered = len(discovery.listed) if config.org_ids() else None
     window = SyncWindow(
-        now=now or pendulum.now("UTC"),
-        rules=rules or config.window_rules(),
+        now=now,
+        rules=rules,
         since=since,
         until=until,
         full_refresh=frozenset(str(f) for f in refs) if full_refresh else frozenset(),
     )
-    progress = progress if progress is not None else SyncReport()
-    return [flow_runs(flow, client, window, progress) for flow in refs]
+    for flow in refs:
+        project = discovery.projects.get(flow.flow_id)
+        progress.flow(str(flow)).name = project.get("project_name") if project else None
+    by_hand = set(configured)
+    return [
+        *(flow_runs(f, client, window, progress, discovered=f not in by_hand) for f in refs),
+        flows_table(refs, discovery, rules.initial_start, now, progress),
+    ]

@@ -170,6 +170,39 @@ class TestResponsesValidate:
             errors = [e.message for e in validator.iter_errors(rows)]
             assert not errors, errors[:5]
 
+    def test_org_of_many_changing_flows(self, contract: dict):
+        """One org of 32 flows (two summary pages), plus flows added by hand and by the clock,
+        one removed and one deleted while still listed: every summary page and every runs page
+        of an added flow is valid."""
+        summary = response_validator(contract, SUMMARY_PATH, "200")
+        flows = response_validator(contract, FLOWS_PATH, "200")
+        world = World(seed=2, anchor=ANCHOR, orgs=1, flows_per_org=32, runs_per_flow=5)
+        org_id = world.org_ids()[0]
+        added = [world.add_flow(org_id), world.add_flow(org_id, published=True)]
+        world.advance(6 * 3600, new_flows_per_hour=0.5)
+        world.add_flow(org_id, "No runs yet", project_type="agent", published=False)
+        world.remove_flow(world.flows()[0].flow_id)
+        world.remove_flow(world.flows()[1].flow_id, from_summary=False)
+        with SimulatorServer(world) as running:
+            rows = []
+            for key in (world.api_key, world.org_api_keys[org_id]):
+                page = 0
+                while page == 0 or len(rows[-1]) == 25:
+                    rows.append(get(running, SUMMARY_PATH, api_key=key, page=page).json())
+                    errors = [e.message for e in summary.iter_errors(rows[-1])]
+                    assert not errors, errors[:5]
+                    page += 1
+            assert sum(map(len, rows)) == 2 * len(world.listed_flows()) > 2 * 34
+            good = rows[0][0]
+            owner = {k: v for k, v in good["project_owner"].items() if k != "avatar_url"}
+            for bad in ({"total_runs": "3"}, {"is_published": None}, {"project_owner": owner}):
+                assert not summary.is_valid([{**good, **bad}]), bad
+            for flow in world.flows()[31:]:
+                page = get(running, f"/analytics/org/{org_id}/flows/{flow.flow_id}").json()
+                errors = [e.message for e in flows.iter_errors(page)]
+                assert not errors, errors[:5]
+        assert all(world.run_count(org_id, flow.flow_id) for flow in added)
+
     def test_validator_is_not_vacuous(self, contract: dict, flow_pages: list[list]):
         validator = response_validator(contract, FLOWS_PATH, "200")
         good = next(row for page in flow_pages for row in page if row.get("llm_usage"))

@@ -225,15 +225,35 @@ class TestAuth:
         assert response.status_code == 403
         assert isinstance(response.json()["detail"], str)
 
-    def test_unknown_org_or_flow_is_404(self, big_api: Api, big_world: World):
+    def test_an_org_the_key_is_not_for_is_403(self, big_api: Api, big_world: World):
+        # Whether the world knows the org or not: a real key belongs to one org and cannot
+        # tell other orgs apart, so a client's wrong org is a refusal, never a missing flow.
         flow, other = big_world.flows()[0], big_world.flows()[-1]
-        for org_id, flow_id in [
-            ("00000000-0000-4000-8000-000000000000", flow.flow_id),
-            (flow.org_id, "00000000-0000-4000-8000-000000000000"),
-            (flow.org_id, other.flow_id),  # a real flow of another org
+        key = big_world.org_api_keys[flow.org_id]
+        unknown_org = "00000000-0000-4000-8000-000000000000"
+        for org_id, flow_id, api_key in [
+            (unknown_org, flow.flow_id, None),  # the all-orgs key
+            (unknown_org, "00000000-0000-4000-8000-000000000001", None),
+            (unknown_org, flow.flow_id, key),
+            (other.org_id, other.flow_id, key),  # an org of the world, not the key's
+            (other.org_id, flow.flow_id, key),  # ... with a flow of the key's org
         ]:
-            response = big_api.runs_page(org_id, flow_id)
-            assert response.status_code == 404
+            response = big_api.runs_page(org_id, flow_id, api_key=api_key)
+            assert response.status_code == 403, (org_id, flow_id)
+            assert response.json() == {"detail": "Not authorized for this organization"}
+
+    def test_unknown_flow_of_the_keys_org_is_404(self, big_api: Api, big_world: World):
+        flow, other = big_world.flows()[0], big_world.flows()[-1]
+        key = big_world.org_api_keys[flow.org_id]
+        for flow_id, api_key in [
+            ("00000000-0000-4000-8000-000000000000", None),
+            ("00000000-0000-4000-8000-000000000000", key),
+            ("no-such-flow", key),
+            (other.flow_id, None),  # a real flow of another org
+            (other.flow_id, key),
+        ]:
+            response = big_api.runs_page(flow.org_id, flow_id, api_key=api_key)
+            assert response.status_code == 404, flow_id
             assert response.json() == {"detail": "Flow not found"}
 
 
