@@ -1,6 +1,7 @@
 -- stackai.runs: every synced run with clean derived fields; the base of every other view.
 --
--- Grain: one row per run (run_id), from stackai.flow_runs (which dlt merges on run_id).
+-- Grain: one row per (run_id): every synced run, from stackai.flow_runs (which dlt merges on
+-- run_id).
 --
 -- Columns:
 --   run_id, org_id, flow_id   varchar      the run, and the flow it was read from

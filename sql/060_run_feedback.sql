@@ -2,8 +2,8 @@
 -- Feedback is a free-form string: structured JSON such as {"rating": 5, "comment": "..."} or
 -- plain text such as "great answer"; both are kept.
 --
--- Grain: one row per run whose feedback is not null or blank. Average `rating` per flow_id for
--- a score; count rows per flow_id for how often users react.
+-- Grain: one row per (run_id), over the runs whose feedback is not null or blank. Average
+-- `rating` per flow_id for a score; count rows per flow_id for how often users react.
 --
 -- Columns:
 --   org_id, flow_id, run_id  varchar

@@ -1,8 +1,8 @@
 -- stackai.run_trees: sub-workflow trees. A run started by another run (parent_run_id) belongs
 -- to its parent's tree; each run gets its tree's root, its depth, and the tree's totals.
 --
--- Grain: one row per run (every run of stackai.runs; a run with no parent and no children is a
--- tree of one).
+-- Grain: one row per (run_id): every run of stackai.runs (a run with no parent and no children
+-- is a tree of one).
 --
 -- An orphan is a run whose parent_run_id names a run that is not synced (a flow not in the
 -- configuration, or not synced yet). It is kept and flagged: it is the root of its own tree

@@ -5,7 +5,7 @@
 --
 -- Threshold: 1 hour before now() (the time of the query, not of the last sync).
 --
--- Grain: one row per such run.
+-- Grain: one row per (run_id), over such runs.
 --
 -- Columns:
 --   run_id, org_id, flow_id  varchar

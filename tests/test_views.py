@@ -20,7 +20,8 @@ import pytest
 from pipelines.analysis.views import SQL_DIR, SourceTablesMissing, ViewError, create_views
 from pipelines.load import run_sync
 from pipelines.settings import SyncSettings
-from pipelines.simulator import World
+from pipelines.simulator import SimulatorServer, World
+from pipelines.stackai.flows import FlowRef
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 from tests.test_cli import ROOT, stackai_runs
 
@@ -251,6 +252,115 @@ def test_views_before_any_sync_say_so(tmp_path):
     result = stackai_runs("views", "--duckdb", str(tmp_path / "none.duckdb"))
     assert result.returncode == 2
     assert not (tmp_path / "none.duckdb").exists()
+
+
+# ------------------------------------------------------------ view headers
+
+VIEW_FILES = sorted(SQL_DIR.glob("*.sql"))
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+GRAIN_LINE = re.compile(r"^-- Grain: one row per \(([^)]*)\)")
+COLUMN_ENTRY = re.compile(r"^--   (\S.*?)(?:\s{2,}|$)")
+
+
+def header_grain_and_columns(path: Path) -> tuple[list[str], list[str]]:
+    """(grain, columns) as the file's header declares them.
+
+    The header is the file's opening `--` lines. Its grain is the parenthesised list of the one
+    line `-- Grain: one row per (<column>, ...)...` (a view of runs: `one row per (run_id)`).
+    Its columns are the entries of the `-- Columns:` part, up to the next bare `--` line or the
+    header's end: an entry line is `--` and three spaces, then comma-separated column names, then
+    two or more spaces before the type and description (lines indented deeper continue a
+    description; a names list ending in a comma continues on the next entry line).
+    Anything that is not a lowercase column name fails, so a header the parser misreads fails
+    here rather than passing by accident.
+    """
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("--"))]
+
+    grain_lines = [line for line in header if line.startswith("-- Grain:")]
+    assert len(grain_lines) == 1, f"{path.name}: want one '-- Grain:' line, got {grain_lines}"
+    declared = GRAIN_LINE.match(grain_lines[0])
+    assert declared, f"{path.name}: the Grain line does not start 'one row per (<columns>)'"
+    grain = [name.strip() for name in declared.group(1).split(",")]
+
+    starts = [i for i, line in enumerate(header) if line == "-- Columns:"]
+    assert len(starts) == 1, f"{path.name}: want one '-- Columns:' line"
+    columns: list[str] = []
+    for line in header[starts[0] + 1 :]:
+        if line == "--":
+            break
+        entry = COLUMN_ENTRY.match(line)
+        if entry:
+            columns += [name.strip() for name in entry.group(1).split(",") if name.strip()]
+        else:
+            assert line.startswith("--    "), f"{path.name}: not an entry or continuation: {line}"
+
+    for name in grain + columns:
+        assert IDENTIFIER.fullmatch(name), f"{path.name}: {name!r} is not a column name"
+    assert len(set(columns)) == len(columns), f"{path.name}: a column is listed twice"
+    return grain, columns
+
+
+@pytest.fixture(scope="module")
+def header_check_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synced file shared by the header checks: conftest's `world` (same seed and sizes),
+    plus the cases where a view could repeat a key or stay empty: an orphan sub-workflow run and
+    its child, two runs that name each other as parent, structured and plain feedback, an open
+    run long past the stale threshold. Built here because conftest's fixtures are per test."""
+    anchor = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
+    world = World(seed=7, anchor=anchor, orgs=2, flows_per_org=3, runs_per_flow=60)
+    first, second = world.flows()[0], world.flows()[1]
+    orphan = world.add_run(
+        first.org_id,
+        first.flow_id,
+        date=world.now - timedelta(hours=1),
+        parent_run_id="00000000-0000-4000-8000-00000000dead",
+    )
+    world.add_run(second.org_id, second.flow_id, parent_run_id=orphan["run_id"])
+    loners = [r for r in world.runs(first.org_id, first.flow_id) if r.get("parent_run_id") is None]
+    world.update_run(loners[-1]["run_id"], parent_run_id=loners[-2]["run_id"])
+    world.update_run(loners[-2]["run_id"], parent_run_id=loners[-1]["run_id"])
+    finished = [r for _, _, r in world.all_runs() if r["state"] in FINAL]
+    world.set_feedback(finished[0]["run_id"], '{"rating": 4, "comment": "ok"}')
+    world.set_feedback(finished[1]["run_id"], "plain words")
+    world.add_run(second.org_id, second.flow_id, state="PENDING")
+    with SimulatorServer(world) as server:
+        settings = SyncSettings(
+            base_url=server.url,
+            api_key=world.api_key,
+            flows=tuple(FlowRef(f.org_id, f.flow_id) for f in world.flows()),
+            duckdb_path=tmp_path_factory.mktemp("view-headers") / "runs.duckdb",
+            page_size=25,
+        )
+        return sync_with_views(settings, world)
+
+
+def test_every_view_file_declares_a_grain_within_its_columns():
+    assert [f"stackai.{f.stem.split('_', 1)[1]}" for f in VIEW_FILES] == VIEWS
+    for path in VIEW_FILES:
+        grain, columns = header_grain_and_columns(path)
+        assert grain, path.name
+        assert columns, path.name
+        assert set(grain) <= set(columns), f"{path.name}: grain {grain} not among its columns"
+
+
+@pytest.mark.parametrize("path", VIEW_FILES, ids=lambda path: path.name)
+def test_view_has_its_header_columns_and_is_unique_on_its_grain(header_check_file, path):
+    view = f"stackai.{path.stem.split('_', 1)[1]}"
+    grain, columns = header_grain_and_columns(path)
+    described = {row["column_name"] for row in query(header_check_file, f"describe {view}")}
+    assert described == set(columns), (
+        f"{view}: not in the header {sorted(described - set(columns))},"
+        f" in the header but not the view {sorted(set(columns) - described)}"
+    )
+    (count,) = query(header_check_file, f"select count(*) as n from {view}")
+    assert count["n"] > 0, f"{view} is empty: its grain check would prove nothing"
+    keys = ", ".join(grain)
+    repeated = query(
+        header_check_file,
+        f"select {keys}, count(*) as n from {view} group by all having count(*) > 1 limit 5",
+    )
+    assert not repeated, f"{view} is not unique on ({keys}): {repeated}"
 
 
 # --------------------------------------------------------------------- views

@@ -23,6 +23,7 @@ from pipelines.stackai.flows import FlowRef
 EXIT_OK, EXIT_FLOW_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 DEMO_DUCKDB_PATH = "stackai_demo.duckdb"
+DEMO_FLOWS = 6
 DEMO_MARKER_TABLE = "stackai._stackai_runs_demo"
 
 log = logging.getLogger(__name__)
@@ -325,15 +326,19 @@ def demo(
     console.setup_logging()
     path = Path(duckdb_path).expanduser().resolve()
     _prepare_demo_file(path)
-    with SimulatorServer(World(seed=seed)) as server:
+    # One org, as one API key sees it: the sync discovers its flows from the org summary.
+    with SimulatorServer(World(seed=seed, orgs=1, flows_per_org=DEMO_FLOWS)) as server:
         world = server.world
+        (org_id, api_key), *_ = world.org_api_keys.items()
         console.stdout.print(
-            f"Simulator on {server.url} serving {len(world.flows())} flows", highlight=False
+            f"Simulator on {server.url} serving org {org_id} with {len(world.flows())} flows",
+            highlight=False,
         )
         settings = SyncSettings(
             base_url=server.url,
-            api_key=world.api_key,
-            flows=tuple(FlowRef(f.org_id, f.flow_id) for f in world.flows()),
+            api_key=api_key,
+            flows=(),
+            orgs=(org_id,),
             duckdb_path=path,
         )
         code = _sync_and_report(settings, quiet=False)

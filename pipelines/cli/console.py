@@ -77,12 +77,20 @@ def _short(value: str | None) -> str:
 def print_sync_summary(report: SyncReport) -> None:
     """One screen: each flow with status, pages, runs, rejected, new cursor, seconds, error."""
     table = Table(title="stackai-runs sync", title_justify="left")
-    for column in ("flow", "status", "pages", "runs", "rejected", "cursor (UTC)", "seconds"):
+    columns = ("flow", "name", "status", "pages", "runs", "rejected", "cursor (UTC)", "seconds")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("pages", "runs") else "left")
     for flow in report.flows.values():
-        status = "[green]ok[/]" if flow.ok else f"[red]{flow.status}[/]"
+        status = (
+            f"[green]{flow.status}[/]"
+            if flow.status == "ok"
+            else f"[yellow]{flow.status}[/]"
+            if flow.ok
+            else f"[red]{flow.status}[/]"
+        )
         table.add_row(
             escape(flow.flow),
+            escape(flow.name or "-"),
             status,
             str(flow.pages),
             str(flow.runs),
@@ -117,6 +125,18 @@ def print_sync_summary(report: SyncReport) -> None:
     for flow in report.flows.values():
         for note in flow.notes:
             stdout.print(f"[yellow]note[/] {escape(flow.flow)}: {escape(note)}", soft_wrap=True)
+    if report.flows_discovered is not None:
+        stdout.print(
+            f"flows: {report.flows_discovered} listed by the org summary,"
+            f" {len(report.flows_new)} new, {len(report.flows_unlisted)} no longer listed"
+            + (
+                f" ({', '.join(report.flows_unlisted)}: not read, runs kept)"
+                if report.flows_unlisted
+                else ""
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
     runs = sum(f.runs for f in report.flows.values())
     ok = sum(1 for f in report.flows.values() if f.ok)
     new = sum(f.new_runs for f in report.flows.values())
@@ -128,15 +148,28 @@ def print_sync_summary(report: SyncReport) -> None:
 
 
 def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
-    """The `--json` summary: `{"ok", "seconds", "error", "runs", "rejected", "flows": [...]}`,
-    each flow with status, runs, new runs, rejected, pages, requests, retries, open-run
+    """The `--json` summary: `{"ok", "seconds", "error", "runs", "rejected", "flows_discovered",
+    "flows_new", "flows_unlisted", "flows": [...]}` (discovered: flows the org summary listed
+    for `orgs`, null without; new and unlisted: `ORG_ID/FLOW_ID` lists), each flow with its
+    name, status, runs, new runs, rejected, pages, requests, retries, open-run
     re-checks, open runs, the tail's window and the cursor before/after (ISO-8601 UTC),
     seconds, notes, unknown enum values and error."""
     if report is None:
-        return {"ok": False, "seconds": 0.0, "error": error, "runs": 0, "rejected": 0, "flows": []}
+        return {
+            "ok": False,
+            "seconds": 0.0,
+            "error": error,
+            "runs": 0,
+            "rejected": 0,
+            "flows_discovered": None,
+            "flows_new": [],
+            "flows_unlisted": [],
+            "flows": [],
+        }
     flows = [
         {
             "flow": f.flow,
+            "name": f.name,
             "status": f.status,
             "runs": f.runs,
             "new_runs": f.new_runs,
@@ -163,6 +196,9 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
         "error": report.error,
         "runs": sum(f.runs for f in report.flows.values()),
         "rejected": report.rejected,
+        "flows_discovered": report.flows_discovered,
+        "flows_new": report.flows_new,
+        "flows_unlisted": report.flows_unlisted,
         "flows": flows,
     }
 
