@@ -204,8 +204,8 @@ class RunsClient:
         yield from self._paginate(flow.path, params, page_size, f"flow {flow}", refused)
 
     def iter_projects(self) -> Iterator[Page]:
-        """Yield each page of the org summary: one `OrgProjectRunSummary` per project (flow) of
-        the API key's org, with all-time totals (no date filter).
+        """Yield each page (`page_size` rows) of the org summary: one `OrgProjectRunSummary` per
+        project (flow) of the API key's org, with all-time totals (no date filter).
 
         Contract: `paths./organizations/analytics/projects-run-summary.get` (the org comes from
         the key; paged like the runs, default page size 25; a short page ends it).
@@ -222,8 +222,8 @@ class RunsClient:
 
         yield from self._paginate(
             endpoint.ORG_SUMMARY_PATH,
-            {endpoint.PAGE_SIZE_PARAM: endpoint.ORG_SUMMARY_PAGE_SIZE},
-            endpoint.ORG_SUMMARY_PAGE_SIZE,
+            {endpoint.PAGE_SIZE_PARAM: self.page_size},
+            self.page_size,
             "the org summary",
             refused,
         )

@@ -21,9 +21,7 @@ RUNS_PATH: Final = "analytics/org/{org_id}/flows/{flow_id}"
 ORG_SUMMARY_PATH: Final = "organizations/analytics/projects-run-summary"
 """`paths./organizations/analytics/projects-run-summary.get`: one `OrgProjectRunSummary` per
 project (flow) of the API key's org; the org is not a parameter (API-NOTES: "the org comes from
-the API key"), and the rows do not name it."""
-ORG_SUMMARY_PAGE_SIZE: Final = 100
-"""The summary's `page_size` (contract: `minimum: 1`, `default: 25`); a short page ends it."""
+the API key"), and the rows do not name it. Paged like the runs (`page_size` default 25)."""
 
 PAGE_PARAM: Final = "page"
 FIRST_PAGE: Final = 0
