@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _PROJECT = Path(tempfile.mkdtemp(prefix="stackai-runs-tests-"))
 (_PROJECT / ".dlt").mkdir()
 _CONFIG = tomlkit.parse((ROOT / ".dlt" / "config.toml").read_text(encoding="utf-8"))
-for _key in ("flows", "base_url", "api_key"):
+for _key in ("flows", "orgs", "base_url", "api_key"):
     _CONFIG.get("sources", {}).get("stackai", {}).pop(_key, None)
 (_PROJECT / ".dlt" / "config.toml").write_text(tomlkit.dumps(_CONFIG), encoding="utf-8")
 os.environ["DLT_PROJECT_DIR"] = str(_PROJECT)
