@@ -24,6 +24,8 @@ EXIT_OK, EXIT_FLOW_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 DEMO_DUCKDB_PATH = "stackai_demo.duckdb"
 DEMO_FLOWS = 6
+SIMULATED_NEW_FLOWS = 0.5
+"""New flows per org per hour of `simulate --tick`'s clock."""
 DEMO_MARKER_TABLE = "stackai._stackai_runs_demo"
 
 log = logging.getLogger(__name__)
@@ -271,20 +273,29 @@ def _start_clock(world: object, every: float) -> None:
         while True:
             time.sleep(every)
             now = time.monotonic()
-            world.advance(now - last, late_feedback=True)  # type: ignore[attr-defined]
+            # new flows now and then, so discovery can be watched too
+            world.advance(  # type: ignore[attr-defined]
+                now - last, late_feedback=True, new_flows_per_hour=SIMULATED_NEW_FLOWS
+            )
             last = now
 
     threading.Thread(target=run, name="simulator-clock", daemon=True).start()
 
 
 def _announce_simulator(url: str, world: object) -> None:
-    console.stdout.print(f"StackAI simulator listening on {url}", highlight=False)
-    console.stdout.print(f"API key: {world.api_key}", highlight=False)  # type: ignore[attr-defined]
-    for info in world.flows():  # type: ignore[attr-defined]
-        console.stdout.print(f"flow: {info.org_id}/{info.flow_id}  ({info.name})", highlight=False)
-    console.stdout.print(
-        f"Try: STACKAI_API_KEY=... stackai-runs sync --base-url {url} --flow ORG_ID/FLOW_ID",
+    out = console.stdout
+    out.print(f"StackAI simulator listening on {url}", highlight=False)
+    out.print(f"API key for every org: {world.api_key}", highlight=False)  # type: ignore[attr-defined]
+    for org_id, key in world.org_api_keys.items():  # type: ignore[attr-defined]
+        out.print(f"org {org_id}: API key {key}", highlight=False)
+        for info in world.flows():  # type: ignore[attr-defined]
+            if info.org_id == org_id:
+                out.print(f"  flow: {info.org_id}/{info.flow_id}  ({info.name})", highlight=False)
+    out.print(
+        f"Try: STACKAI_API_KEY=<the org's key> stackai-runs sync --base-url {url} --org ORG_ID"
+        " (every flow of the org), or --flow ORG_ID/FLOW_ID",
         highlight=False,
+        soft_wrap=True,
     )
 
 
