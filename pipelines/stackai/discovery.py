@@ -148,7 +148,9 @@ def flow_rows(
                 new.append(key)
             entry["last_seen_at"] = iso(discovery.read_at)
             entry["row"] = _summary_fields(project, discovery.read_at)
-        rows[key] = _row(flow, entry, listed=project is not None, initial_start=initial_start)
+        # a summary that could not be read says nothing: the flow keeps its last known status
+        listed = project is not None if discovery.read_at else bool(entry.get("listed"))
+        rows[key] = _row(flow, entry, listed=listed, initial_start=initial_start)
     unlisted: list[str] = []
     if discovery.read_at is not None:
         for key, entry in state.items():
