@@ -82,6 +82,10 @@ class MemoryRunsClient:
         for body in self.pages[str(flow)]:
             yield Page(orjson.loads(body), body)
 
+    def iter_projects(self) -> Iterator[Page]:
+        """The org summary: no names here (the load path does not need them)."""
+        yield Page([])
+
 
 def load_ours(spec: dict[str, Any]) -> dict[str, Any]:
     """Pages in memory -> the sync's batch path (`stackai`, `load_source`) -> DuckDB."""
