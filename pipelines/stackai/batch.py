@@ -504,12 +504,6 @@ class FlowBatcher:
                 self._load_rows(self._normalise_plain(body), batch)
         return batch
 
-    def normalise(self, pages: Iterable[tuple[Sequence[Any], bytes | None]]) -> Batch:
-        """`add` each `(records, body)` page, then `flush`."""
-        for records, body in pages:
-            self.add(records, body)
-        return self.flush()
-
     # -- Python: the reference path, for anything not plain ------------------------------
 
     def _normalise_plain(self, body: bytes) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.stackai.batch import FlowBatcher, is_plain, row_key
+from pipelines.stackai.batch import Batch, FlowBatcher, is_plain, row_key
 from pipelines.stackai.normalise import RejectedRun, normalise_run, unknown_enum_values
 
 ORG, FLOW = "org-1", "flow-1"
@@ -42,11 +42,18 @@ PLAIN = {
 }
 
 
+def normalise(batcher: FlowBatcher, pages: list[tuple[list[Any], bytes | None]]) -> Batch:
+    """`add` each `(records, body)` page, then `flush`: one batch, as the source makes it."""
+    for records, body in pages:
+        batcher.add(records, body)
+    return batcher.flush()
+
+
 def batch_rows(records: list[Any], body: bytes | None = None, **kwargs: Any):
     """Run one batch; return (runs by run_id, rejected reasons, the Batch)."""
     kwargs.setdefault("small_batch", 0)  # DuckDB for every batch: what these tests compare
     with FlowBatcher(ORG, FLOW, kwargs.pop("cursor", None), **kwargs) as batcher:
-        batch = batcher.normalise([(records, orjson.dumps(records) if body is None else body)])
+        batch = normalise(batcher, [(records, orjson.dumps(records) if body is None else body)])
     usage: dict[str, list[dict]] = defaultdict(list)
     for table in batch.usage:
         for row in table.to_pylist():
@@ -349,9 +356,9 @@ def test_anything_needing_coercion_takes_the_python_path(change):
 def test_a_run_shown_twice_loads_once_per_sync():
     later = PLAIN | {"state": "FAILED"}
     with FlowBatcher(ORG, FLOW, None, small_batch=0) as batcher:
-        first = batcher.normalise([([PLAIN, later], None)])
-        again = batcher.normalise([([later], orjson.dumps([later]))])
-        odd = batcher.normalise([([later | {"total_tokens": "30"}], None)])
+        first = normalise(batcher, [([PLAIN, later], None)])
+        again = normalise(batcher, [([later], orjson.dumps([later]))])
+        odd = normalise(batcher, [([later | {"total_tokens": "30"}], None)])
     assert (first.loaded, again.loaded, odd.loaded) == (1, 0, 0)
     assert sum(t.num_rows for t in first.runs) == 1
     assert again.runs == [] and odd.runs == []
@@ -389,11 +396,11 @@ def test_batch_observations_match_the_rows():
 def test_small_batches_skip_duckdb_until_a_large_one_and_still_load_each_run_once():
     runs = [PLAIN | {"run_id": f"run-{i}"} for i in range(12)]
     with FlowBatcher(ORG, FLOW, None, small_batch=10) as batcher:
-        small = batcher.normalise([(runs[:6], orjson.dumps(runs[:6]))])
+        small = normalise(batcher, [(runs[:6], orjson.dumps(runs[:6]))])
         assert batcher._con is None, "a small batch opened DuckDB"
-        large = batcher.normalise([(runs, orjson.dumps(runs))])
+        large = normalise(batcher, [(runs, orjson.dumps(runs))])
         assert batcher._con is not None
-        again = batcher.normalise([(runs[:3], orjson.dumps(runs[:3]))])
+        again = normalise(batcher, [(runs[:3], orjson.dumps(runs[:3]))])
     assert (small.loaded, large.loaded, again.loaded) == (6, 6, 0)
     rows = [row for batch in (small, large) for table in batch.runs for row in table.to_pylist()]
     assert sorted(row["run_id"] for row in rows) == sorted(r["run_id"] for r in runs)
@@ -409,7 +416,7 @@ def test_a_run_shown_twice_in_a_batch_keeps_its_first_copy_whichever_path_types_
     first, second = (plain, odd) if plain_first else (odd, plain)
     pages = [([first], orjson.dumps([first])), ([second], orjson.dumps([second]))]
     with FlowBatcher(ORG, FLOW, None, small_batch=small_batch) as batcher:
-        batch = batcher.normalise(pages)
+        batch = normalise(batcher, pages)
     rows = [row for table in batch.runs for row in table.to_pylist()]
     assert [row["state"] for row in rows] == [first["state"]]
     assert rows[0]["run_id"] == reference([first, second])[0][PLAIN["run_id"]]["run_id"]
@@ -450,7 +457,7 @@ def test_both_routes_give_a_run_the_same_row_key():
     keys = []
     for small_batch in (0, 1000):  # DuckDB, then Python
         with FlowBatcher(ORG, FLOW, None, small_batch=small_batch) as batcher:
-            batch = batcher.normalise([([PLAIN], orjson.dumps([PLAIN]))])
+            batch = normalise(batcher, [([PLAIN], orjson.dumps([PLAIN]))])
         (row,) = batch.runs[0].to_pylist()
         usage = batch.usage[0].to_pylist()
         keys.append((row["_dlt_id"], [(u["_dlt_root_id"], u["_dlt_id"]) for u in usage]))
