@@ -101,6 +101,7 @@ def load_ours(spec: dict[str, Any]) -> dict[str, Any]:
         now=datetime.fromisoformat(spec["now"]),
         client=MemoryRunsClient(pages),
         progress=report,
+        deduplicate=False,  # as `stackai-runs sync` runs it
     )
     load_source(pipeline, source)
     seconds = time.perf_counter() - started

@@ -118,6 +118,8 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             rules=settings.rules,
             client=RunsClient(settings.base_url, settings.api_key, session, settings.page_size),
             progress=report,
+            # copies a resumed load leaves are removed above, after `pipeline.run()`
+            deduplicate=False,
         )
         info = load_source(pipeline, source)
         if settings.full_refresh:

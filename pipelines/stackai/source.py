@@ -186,6 +186,7 @@ def flow_runs(
     window: SyncWindow,
     report: SyncReport,
     discovered: bool = False,
+    deduplicate: bool = True,
 ) -> DltResource:
     """The dlt resource for one flow's runs.
 
@@ -198,6 +199,7 @@ def flow_runs(
         report: Filled in with this flow's pages, runs, errors and cursors.
         discovered: The flow was found in the org summary, not configured: a 404 (deleted
             since the summary was read) skips it with a warning instead of failing it.
+        deduplicate: Let dlt's merge drop copies in its staging tables (see `stackai`).
 
     Returns:
         A parallelized resource yielding Arrow tables of typed runs into `flow_runs` (merge on
@@ -205,13 +207,15 @@ def flow_runs(
         unloadable records into `flow_runs_rejected` (append).
     """
     name = str(flow)
+    # The batcher loads each run once a sync, but a resumed load can stage a file twice
+    # (dlt-hub/dlt#3023): dlt's staging dedup drops the copy, or the caller removes copies after
+    # loading a resumed package (`stackai-runs sync` does, and skips the dedup's cost).
+    merge = {"disposition": "merge", "strategy": "delete-insert", "deduplicated": not deduplicate}
 
     @dlt.resource(
         name=name,
         table_name=endpoint.RUNS_TABLE,
-        # dlt's staging dedup stays on: the batcher loads each run once a sync, but a resumed
-        # load can stage a file twice (dlt-hub/dlt#3023), and the merge's dedup drops the copy.
-        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        write_disposition=merge,
         primary_key=endpoint.PRIMARY_KEY,
         columns={**endpoint.RUN_COLUMNS, **endpoint.ROW_KEY_COLUMN},
         schema_contract=SCHEMA_CONTRACT,
@@ -261,6 +265,7 @@ def flow_runs(
     runs.apply_hints(
         table_name=endpoint.LLM_USAGE_TABLE,
         create_table_variant=True,
+        write_disposition=merge,
         primary_key=endpoint.USAGE_PRIMARY_KEY,
         merge_key=endpoint.PRIMARY_KEY,
         columns={},
@@ -349,6 +354,7 @@ def stackai(
     rules: WindowRules | None = None,
     client: RunsClient | None = None,
     progress: SyncReport | None = None,
+    deduplicate: bool = True,
 ) -> list[DltResource]:
     """The `stackai` dlt source: the runs of StackAI flows, one resource per flow.
 
@@ -380,6 +386,10 @@ def stackai(
         client: The `RunsClient` to read with (anything with its `iter_pages`), instead of one
             made here from `base_url`, `api_key`, `page_size` and the HTTP settings.
         progress: Receives each flow's progress and result (the CLI's summary).
+        deduplicate: Let dlt's merge drop duplicate rows in its staging tables, which a load
+            resumed after a crash can leave (dlt-hub/dlt#3023). False skips that work (15-20%
+            of a large load) for a caller that removes such copies itself, as `stackai-runs
+            sync` does after loading a resumed package (`load.upkeep`).
 
     Returns:
         The source's resources, one per flow, named `ORG_ID/FLOW_ID`.
@@ -432,6 +442,6 @@ def stackai(
         progress.flow(str(flow)).name = project.get("project_name") if project else None
     by_hand = set(configured)
     return [
-        *(flow_runs(f, client, window, progress, discovered=f not in by_hand) for f in refs),
+        *(flow_runs(f, client, window, progress, f not in by_hand, deduplicate) for f in refs),
         flows_table(refs, discovery, rules.initial_start, now, progress),
     ]
