@@ -174,3 +174,17 @@ def test_org_on_the_command_line(org_settings, big_org):
     assert "org not-my-org: the API key is not for this org" in wrong.stderr
     assert "Traceback" not in wrong.stderr
     assert FlowRef.parse(next(iter(names)))  # the ids the summary gave are valid flows
+
+
+def test_a_full_refresh_keeps_the_runs_of_a_flow_deleted_since_it_was_listed(org_settings, big_org):
+    assert run_sync(org_settings, now=big_org.now).ok
+    deleted = big_org.flows()[0]
+    big_org.remove_flow(deleted.flow_id, from_summary=False)
+    report = run_sync(replace(org_settings, full_refresh=True), now=big_org.now)
+    assert report.ok
+    key = f"{deleted.org_id}/{deleted.flow_id}"
+    assert report.flows[key].status == "skipped"
+    stored = loaded_runs(org_settings.duckdb_path)
+    assert sum(row["flow_id"] == deleted.flow_id for row in stored.values()) == (
+        big_org.run_count(deleted.org_id, deleted.flow_id)
+    )

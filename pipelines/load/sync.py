@@ -123,7 +123,8 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
         )
         info = load_source(pipeline, source)
         if settings.full_refresh:
-            done = [FlowRef.parse(name) for name, flow in report.flows.items() if flow.ok]
+            # a skipped flow (deleted since the summary listed it) read nothing: keep its runs
+            done = [FlowRef.parse(n) for n, f in report.flows.items() if f.status == "ok"]
             if done:
                 upkeep.drop_rows_not_loaded_by(pipeline, done, info.loads_ids)
         _refresh_views(settings.duckdb_path, settings.sql_dir, report)
