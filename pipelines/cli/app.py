@@ -380,14 +380,26 @@ VIEWS_LOCK_WAIT_SECONDS = 300.0
 would make the load fail on DuckDB's file lock."""
 
 
+def _configured(key: str) -> str | None:
+    """A configuration value (dlt's providers), or exit 2 naming a `.dlt/*.toml` that does not
+    parse."""
+    import dlt
+
+    from pipelines.stackai.config import ConfigError, register_key_environment
+
+    try:
+        register_key_environment()
+    except ConfigError as exc:
+        raise _fail_usage(str(exc)) from None
+    return dlt.config.get(key, str)
+
+
 def _existing_duckdb_file(duckdb_path: str | None) -> Path:
     """The DuckDB file the flag or `[destination.duckdb] credentials` names; it must exist
     (connecting would create an empty one)."""
-    import dlt
-
     from pipelines.settings import DEFAULT_DUCKDB_PATH
 
-    configured = duckdb_path or dlt.config.get("destination.duckdb.credentials", str)
+    configured = duckdb_path or _configured("destination.duckdb.credentials")
     path = Path(configured or DEFAULT_DUCKDB_PATH).expanduser().resolve()
     if not path.is_file():
         raise _fail_usage(f"no DuckDB file at {path}: sync first, or pass --duckdb PATH")
@@ -416,9 +428,7 @@ def views(
 
     path = _existing_duckdb_file(duckdb_path)
     if sql_dir is None:
-        import dlt
-
-        configured = dlt.config.get("sources.stackai.sql_dir", str)
+        configured = _configured("sources.stackai.sql_dir")
         sql_dir = Path(configured).expanduser() if configured else None
     try:
         with sync_lock(path, VIEWS_LOCK_WAIT_SECONDS):

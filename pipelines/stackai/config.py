@@ -6,8 +6,10 @@ Where values come from, highest first: arguments (the CLI's flags); dlt's enviro
 `ConfigError` naming the key, so a bad value never reaches a request.
 """
 
+import contextlib
 import ipaddress
 import os
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from dlt.common.configuration import configspec, resolve_configuration
 from dlt.common.configuration.container import Container
 from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.configuration.providers.provider import ConfigProvider
+from dlt.common.configuration.providers.toml import TomlProviderReadException
 from dlt.common.configuration.specs import BaseConfiguration, RuntimeConfiguration
 from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 from dlt.common.typing import TSecretStrValue
@@ -171,10 +174,36 @@ class _StackAIKeyEnvironment(ConfigProvider):
 
 def register_key_environment() -> None:
     """Let dlt read the key from `STACKAI_API_KEY` too (idempotent; dlt may rebuild its
-    providers when its run context changes, so this runs again before each resolution)."""
-    providers = Container()[PluggableRunContext].providers
+    providers when its run context changes, so this runs again before each resolution).
+
+    Raises:
+        ConfigError: a `.dlt/*.toml` file cannot be read, naming it and where it is wrong.
+    """
+    try:
+        providers = Container()[PluggableRunContext].providers
+    except TomlProviderReadException as exc:
+        raise ConfigError(describe_toml_error(exc)) from None
     if API_KEY_ENV not in providers:
         providers.providers.insert(1, _StackAIKeyEnvironment())
+
+
+def describe_toml_error(exc: TomlProviderReadException) -> str:
+    """One line for a `.dlt/config.toml` or `secrets.toml` that does not parse: the file (of
+    those dlt looked at, the ones that exist) and TOML's own words, line and column included."""
+    found = [path for path in exc.full_paths if Path(path).is_file()] or exc.full_paths
+    detail = str(exc).split(":\n", 1)[-1].strip().splitlines()[0]
+    duplicate = re.fullmatch(r'Key "(.+)" already exists\.', detail)
+    if duplicate:  # tomlkit does not say where: the lines that set the key
+        key = re.compile(rf"\s*[\"']?{re.escape(duplicate.group(1))}[\"']?\s*=")
+        lines = [
+            f"{path} line {number}"
+            for path in found
+            if Path(path).is_file()
+            for number, line in enumerate(Path(path).read_text("utf-8").splitlines(), 1)
+            if key.match(line)
+        ]
+        detail += f" ({', '.join(lines)})" if lines else ""
+    return f"cannot read {' or '.join(found)}: {detail}"
 
 
 # No `from __future__ import annotations` here: dlt reads these hints at run time, also from
@@ -302,4 +331,5 @@ class StackAIConfiguration(BaseConfiguration):
         )
 
 
-register_key_environment()
+with contextlib.suppress(ConfigError):  # a bad TOML file is reported where config is read
+    register_key_environment()
