@@ -8,6 +8,9 @@ highest first: command-line flags; environment variables (`SOURCES__STACKAI__<KE
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +18,9 @@ from pathlib import Path
 import dlt
 import duckdb
 from dlt.common.configuration import configspec, resolve_configuration
+from dlt.common.configuration.container import Container
 from dlt.common.configuration.exceptions import ConfigurationException
+from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 
 from pipelines.stackai import endpoint
 from pipelines.stackai.config import (
@@ -49,6 +54,8 @@ __all__ = [
     "parse_instant",
     "settings_dir",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DUCKDB_PATH = "stackai_runs.duckdb"
 """dlt's own default for a pipeline named `stackai_runs` (`<pipeline_name>.duckdb`)."""
@@ -134,6 +141,31 @@ class SyncSettings:
     sql_dir: Path | None = None
 
 
+def unknown_keys() -> list[str]:
+    """`[sources.stackai]` keys no setting reads (in dlt's TOML files or its environment
+    variables), each with where it is set and the closest known key: a typo otherwise goes
+    unnoticed (`pagesize = 5` would leave page_size at its default)."""
+    known = set(SyncConfiguration.get_resolvable_fields())
+    found: dict[str, str] = {}
+    for provider in Container()[PluggableRunContext].providers.providers:
+        doc = getattr(provider, "_config_doc", None)
+        section = doc.get("sources", {}).get("stackai", {}) if isinstance(doc, dict) else {}
+        for key in section if isinstance(section, dict) else ():
+            found.setdefault(key, f"[sources.stackai] of {provider.name}")
+    prefix = "SOURCES__STACKAI__"
+    for name in os.environ:
+        if name.startswith(prefix) and "__" not in name[len(prefix) :]:
+            found.setdefault(name[len(prefix) :].lower(), f"the environment ({name})")
+    notes = []
+    for key, where in sorted(found.items()):
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        notes.append(f"unknown key {key!r} in {where} is ignored{hint}")
+    return notes
+
+
 def load_settings(
     *,
     flows: list[str] | None = None,
@@ -176,6 +208,8 @@ def load_settings(
         )
     except ConfigurationException as exc:
         raise ConfigError(f"configuration: {str(exc).splitlines()[0]}") from None
+    for note in unknown_keys():
+        log.warning("%s", note)
     if duckdb_path is not None and not duckdb_path.strip():
         raise ConfigError("--duckdb is empty (an unset variable in a crontab?)")
     path = duckdb_path or dlt.config.get("destination.duckdb.credentials", str)

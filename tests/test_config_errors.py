@@ -41,3 +41,28 @@ def test_a_broken_config_file_is_named_with_its_line(tmp_path, toml, where, comm
     assert result.stderr.startswith("error: cannot read ./.dlt/config.toml: "), result.stderr
     assert where in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_an_unknown_key_is_warned_about_with_the_closest_known_one(tmp_path):
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text(
+        '[sources.stackai]\npagesize = 5\nflows = ["o/f"]\n', encoding="utf-8"
+    )
+    result = run_in(tmp_path, "sync", "--base-url", "http://127.0.0.1:9", "--json")
+    assert (
+        "unknown key 'pagesize' in [sources.stackai] of config.toml is ignored"
+        " (did you mean page_size?)" in result.stderr
+    )
+    assert "flows" not in result.stderr.split("unknown key", 1)[1].split("\n", 1)[0]
+
+
+def test_an_unknown_environment_key_is_warned_about(monkeypatch):
+    from pipelines.settings import unknown_keys
+
+    monkeypatch.setenv("SOURCES__STACKAI__LOOKBAK", "PT2H")
+    monkeypatch.setenv("SOURCES__STACKAI__PAGE_SIZE", "10")
+    notes = unknown_keys()
+    assert notes == [
+        "unknown key 'lookbak' in the environment (SOURCES__STACKAI__LOOKBAK) is ignored"
+        " (did you mean lookback?)"
+    ]
