@@ -267,6 +267,11 @@ class RunsClient:
                 yield page.response.page
         except _RetryableHTTPError as exc:
             raise exc.error from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            # raised while reading the body, with no request attached: say where it came from
+            if exc.request is None:
+                exc.request = requests.Request("GET", f"{self._rest.base_url}/{path}").prepare()
+            raise
 
 
 def describe_transport_error(exc: BaseException) -> str | None:
@@ -292,6 +297,10 @@ def describe_transport_error(exc: BaseException) -> str | None:
         return f"{host} did not answer in time (ReadTimeout)"
     if isinstance(exc, requests.ConnectionError):
         return f"cannot reach {host} ({cause}): {detail}"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        # urllib3's "Connection broken: IncompleteRead(120 bytes read, 880 more expected)"
+        got = re.search(r"IncompleteRead\([^)]*\)", str(exc))
+        return f"{host} cut a response short ({got.group(0) if got else cause})"
     return None
 
 
