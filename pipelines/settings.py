@@ -210,6 +210,9 @@ def load_settings(
         raise ConfigError(f"configuration: {str(exc).splitlines()[0]}") from None
     for note in unknown_keys():
         log.warning("%s", note)
+    for flag, value in (("--since", since), ("--until", until)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} is empty (an unset variable in a crontab?)")
     if duckdb_path is not None and not duckdb_path.strip():
         raise ConfigError("--duckdb is empty (an unset variable in a crontab?)")
     path = duckdb_path or dlt.config.get("destination.duckdb.credentials", str)
@@ -222,8 +225,8 @@ def load_settings(
         page_size=config.page_size,
         rules=config.window_rules(),
         max_concurrent_flows=config.max_concurrent_flows,
-        since=parse_instant(since, "--since") if since else None,
-        until=parse_instant(until, "--until") if until else None,
+        since=parse_instant(since, "--since") if since is not None else None,
+        until=parse_instant(until, "--until") if until is not None else None,
         full_refresh=full_refresh,
         http=config.http_settings(),
         lock_timeout=float(config.lock_timeout),

@@ -66,3 +66,9 @@ def test_an_unknown_environment_key_is_warned_about(monkeypatch):
         "unknown key 'lookbak' in the environment (SOURCES__STACKAI__LOOKBAK) is ignored"
         " (did you mean lookback?)"
     ]
+
+
+def test_an_empty_since_is_refused_not_ignored(tmp_path):
+    result = run_in(tmp_path, "sync", "--flow", "o/f", "--since", "")
+    assert result.returncode == 2
+    assert "--since is empty" in result.stderr

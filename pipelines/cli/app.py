@@ -173,7 +173,7 @@ def sync(
 ) -> None:
     """Sync the configured flows' runs into DuckDB (stackai.flow_runs, merge on run_id)."""
     console.setup_logging(quiet=quiet, verbose=verbose)
-    if until and not since:
+    if until is not None and since is None:
         raise _fail_usage("--until needs --since")
     try:
         settings = load_settings(
