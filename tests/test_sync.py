@@ -180,3 +180,14 @@ def test_a_rejected_key_fails_every_flow_and_names_them(settings, world):
         assert error.startswith("API key rejected (HTTP 401)")
         assert flow.org_id in error and flow.flow_id in error
         assert "sk-wrong" not in error
+
+
+def test_a_full_refresh_counts_as_new_only_runs_not_stored_before(settings, world):
+    assert run_sync(settings, now=world.now).ok
+    flow = settings.flows[0]
+    added = world.add_run(flow.org_id, flow.flow_id, date=world.now - timedelta(minutes=1))
+    report = run_sync(replace(settings, full_refresh=True), now=world.now)
+    assert report.ok
+    counts = {name: (f.runs, f.new_runs) for name, f in report.flows.items()}
+    assert counts[str(flow)][1] == 1 and added["run_id"]
+    assert all(new == 0 < runs for name, (runs, new) in counts.items() if name != str(flow))

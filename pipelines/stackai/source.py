@@ -83,8 +83,12 @@ def _read(
     seen: Observations,
     report: SyncReport,
     flow_report: FlowReport,
+    stored_cursor: datetime | None,
 ) -> Iterator[Any]:
-    """Read the plan's tail and open-run re-checks; yield pages of rows and of rejects."""
+    """Read the plan's tail and open-run re-checks; yield pages of rows and of rejects.
+
+    Runs dated after `stored_cursor` (the flow's cursor before this sync, also when a full
+    refresh ignores it) count as new: not stored before."""
     name = str(flow)
     if plan.future_cursor:
         flow_report.notes.append(
@@ -116,7 +120,7 @@ def _read(
     windows = [(start, end)] + [(lo, hi) for _, lo, hi in plan.rechecks]
     flow_report.rechecks = len(plan.rechecks)
     with FlowBatcher(
-        flow.org_id, flow.flow_id, plan.state.cursor, watched=plan.state.open_runs
+        flow.org_id, flow.flow_id, stored_cursor, watched=plan.state.open_runs
     ) as batcher:
         for lo, hi in windows:
             for page in client.iter_pages(flow, lo, hi):
@@ -227,10 +231,11 @@ def flow_runs(
         flow_report = report.flow(name)
         report.start(flow_report)
         try:
-            plan = plan_flow(FlowState.from_dict(resource_state), window, name)
-            flow_report.cursor_before = flow_report.cursor_after = iso(plan.state.cursor)
+            stored = FlowState.from_dict(resource_state)
+            plan = plan_flow(stored, window, name)
+            flow_report.cursor_before = flow_report.cursor_after = iso(stored.cursor)
             seen = Observations(watched=frozenset(plan.state.open_runs))
-            yield from _read(flow, client, plan, seen, report, flow_report)
+            yield from _read(flow, client, plan, seen, report, flow_report, stored.cursor)
         except Exception as exc:  # one flow's failure must not stop the others
             if discovered and isinstance(exc, FlowNotFound):
                 log.warning("flow %s skipped: deleted since the org summary listed it", name)
