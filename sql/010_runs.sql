@@ -5,6 +5,8 @@
 --
 -- Columns:
 --   run_id, org_id, flow_id   varchar      the run, and the flow it was read from
+--   flow_name                 varchar      the flow's name in the org summary (stackai.flows); null
+--                                          when the summary does not name it
 --   date                      timestamptz  run start (an instant; never changes)
 --   run_date                  date         UTC calendar day of `date`, whatever the session time zone
 --   state                     varchar      as received; values the contract does not list are kept
@@ -40,6 +42,14 @@ with synced_runs as (
     from stackai.flow_runs
 ),
 
+flow_names as (
+    select
+        org_id,
+        flow_id,
+        flow_name
+    from stackai.flows
+),
+
 runs_with_error_patterns as (
     select
         *,
@@ -68,10 +78,11 @@ runs_with_error_patterns as (
 )
 
 select
-    run_id,
-    org_id,
-    flow_id,
-    date,
+    runs.run_id,
+    runs.org_id,
+    runs.flow_id,
+    flow_names.flow_name,
+    runs.date,
     cast(timezone('UTC', date) as date) as run_date,
     state,
     coalesce(state in ('COMPLETED', 'FAILED', 'CANCELLED'), false) as is_final,
@@ -99,4 +110,5 @@ select
     parent_run_id,
     parent_project_id,
     parent_project_name
-from runs_with_error_patterns
+from runs_with_error_patterns as runs
+left join flow_names on runs.org_id = flow_names.org_id and runs.flow_id = flow_names.flow_id

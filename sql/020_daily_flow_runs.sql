@@ -6,6 +6,7 @@
 --
 -- Columns:
 --   org_id, flow_id, run_date  the flow and the UTC day
+--   flow_name                  varchar the flow's name (stackai.flows), null when unnamed
 --   runs                       bigint  runs started that day (every state)
 --   completed, failed,         bigint  runs in each final state
 --   cancelled
@@ -28,6 +29,7 @@ with runs_by_day as (
     select
         org_id,
         flow_id,
+        flow_name,
         run_date,
         state,
         is_final,
@@ -41,6 +43,7 @@ with runs_by_day as (
 select
     org_id,
     flow_id,
+    any_value(flow_name) as flow_name,
     run_date,
     count(*) as runs,
     count(*) filter (where state = 'COMPLETED') as completed,

@@ -6,6 +6,7 @@
 --
 -- Columns:
 --   org_id, flow_id, run_date  the flow and the UTC day of the runs
+--   flow_name                  varchar  the flow's name (stackai.flows), null when unnamed
 --   provider, model_id         varchar  as received (LLMProviderEnum, model id); may be null
 --   calls                      bigint   LLM calls (rows of stackai.flow_runs__llm_usage)
 --   runs                       bigint   distinct runs that made at least one such call
@@ -30,6 +31,7 @@ llm_calls_by_day as (
     select
         runs.org_id,
         runs.flow_id,
+        runs.flow_name,
         runs.run_date,
         llm_calls.*
     from llm_calls
@@ -39,6 +41,7 @@ llm_calls_by_day as (
 select
     org_id,
     flow_id,
+    any_value(flow_name) as flow_name,
     run_date,
     provider,
     model_id,

@@ -8,6 +8,7 @@
 --
 -- Columns:
 --   org_id, flow_id          varchar
+--   flow_name                varchar      the flow's name (stackai.flows), null when unnamed
 --   error_pattern            varchar      the normalised message
 --   runs                     bigint       FAILED runs with this pattern
 --   share_of_failures        double       runs / all FAILED runs of the flow
@@ -21,6 +22,7 @@ with failed_runs as (
     select
         org_id,
         flow_id,
+        flow_name,
         run_id,
         date,
         error,
@@ -33,6 +35,7 @@ failures_by_pattern as (
     select
         org_id,
         flow_id,
+        any_value(flow_name) as flow_name,
         error_pattern,
         count(*) as runs,
         min(date) as first_seen,
@@ -46,6 +49,7 @@ failures_by_pattern as (
 select
     org_id,
     flow_id,
+    flow_name,
     error_pattern,
     runs,
     cast(runs as double) / sum(runs) over (partition by org_id, flow_id) as share_of_failures,

@@ -7,6 +7,7 @@
 --
 -- Columns:
 --   org_id, flow_id, run_id  varchar
+--   flow_name                varchar      the flow's name (stackai.flows), null when unnamed
 --   date                     timestamptz  run start
 --   run_date                 date         its UTC day
 --   state                    varchar      the run's state
@@ -24,6 +25,7 @@ with runs_with_feedback as (
     select
         org_id,
         flow_id,
+        flow_name,
         run_id,
         date,
         run_date,
@@ -37,6 +39,7 @@ with runs_with_feedback as (
 select
     org_id,
     flow_id,
+    flow_name,
     run_id,
     date,
     run_date,

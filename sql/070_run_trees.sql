@@ -11,10 +11,12 @@
 --
 -- Columns:
 --   run_id, org_id, flow_id  varchar
+--   flow_name                varchar      the run's flow's name (stackai.flows), null when unnamed
 --   date                     timestamptz  run start
 --   parent_run_id            varchar      as received
 --   root_run_id              varchar      the earliest synced ancestor (the run itself for a root)
 --   root_flow_id             varchar      the root's flow
+--   root_flow_name           varchar      its name, null when unnamed
 --   depth                    integer      0 for a root, 1 for its children, ...
 --   is_orphan                boolean      parent_run_id set, but that run is not synced
 --   tree_is_incomplete       boolean      the tree's root is an orphan (ancestors are missing)
@@ -33,6 +35,7 @@ with recursive synced_runs as (
         run_id,
         org_id,
         flow_id,
+        flow_name,
         date,
         parent_run_id,
         total_tokens,
@@ -84,10 +87,12 @@ select
     runs.run_id,
     runs.org_id,
     runs.flow_id,
+    runs.flow_name,
     runs.date,
     runs.parent_run_id,
     tree_members.root_run_id,
     roots.flow_id as root_flow_id,
+    roots.flow_name as root_flow_name,
     tree_members.depth,
     runs.is_orphan,
     roots.is_orphan as tree_is_incomplete,

@@ -9,6 +9,7 @@
 --
 -- Columns:
 --   run_id, org_id, flow_id  varchar
+--   flow_name                varchar      the flow's name (stackai.flows), null when unnamed
 --   date                     timestamptz  run start
 --   run_date                 date         its UTC day
 --   state                    varchar      PENDING, PAUSED or RESUMED
@@ -25,6 +26,7 @@ with open_runs as (
         run_id,
         org_id,
         flow_id,
+        flow_name,
         date,
         run_date,
         state,

@@ -35,6 +35,7 @@ VIEWS = [
     "stackai.run_feedback",
     "stackai.run_trees",
     "stackai.stale_open_runs",
+    "stackai.flow_completeness",
 ]
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 OPEN = {"PENDING", "PAUSED", "RESUMED"}
@@ -183,7 +184,8 @@ def test_broken_view_file_names_the_file_and_changes_nothing(settings, world, tm
     runs_file = broken_dir / "010_runs.sql"
     runs_file.write_text(
         runs_file.read_text(encoding="utf-8").replace(
-            "from runs_with_error_patterns", "from runs_with_error_patterns where true"
+            "from runs_with_error_patterns as runs",
+            "from (select * from runs_with_error_patterns where true) as runs",
         ),
         encoding="utf-8",
     )
@@ -211,7 +213,7 @@ def test_broken_view_file_names_the_file_and_changes_nothing(settings, world, tm
     assert "Traceback" not in result.stderr
     result = stackai_runs("views", "--duckdb", str(path))
     assert result.returncode == 0, result.stderr
-    assert "9 views" in result.stdout
+    assert f"{len(VIEWS)} views" in result.stdout
 
 
 @pytest.fixture
@@ -221,6 +223,7 @@ def stub_db() -> duckdb.DuckDBPyConnection:
     con.execute("create schema stackai")
     con.execute("create table stackai.flow_runs (run_id varchar)")
     con.execute("create table stackai.flow_runs__llm_usage (run_id varchar)")
+    con.execute("create table stackai.flows (org_id varchar, flow_id varchar)")
     yield con
     con.close()
 
@@ -712,3 +715,83 @@ def test_every_sync_refreshes_the_views_and_a_broken_view_does_not_undo_the_load
     assert "010_runs.sql" in report.error and not report.ok
     horizon = world.now - settings.rules.max_open_run_age
     assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), horizon)
+
+
+# --------------------------------------------------------------- flow names, completeness
+
+NAMED_VIEWS = (
+    "runs",
+    "daily_flow_runs",
+    "daily_llm_usage",
+    "top_errors",
+    "run_feedback",
+    "run_trees",
+    "stale_open_runs",
+    "flow_completeness",
+)
+
+
+def test_every_per_flow_view_names_its_flows_as_the_api_does(settings, world):
+    path = sync_with_views(settings, world)
+    names = {(f.org_id, f.flow_id): f.name for f in world.flows()}
+    for view in NAMED_VIEWS:
+        rows = query(path, f"select org_id, flow_id, flow_name from stackai.{view}")
+        assert rows, view
+        for row in rows:
+            assert row["flow_name"] == names[(row["org_id"], row["flow_id"])], view
+    for row in query(path, "select org_id, root_flow_id, root_flow_name from stackai.run_trees"):
+        if row["root_flow_id"] is not None:
+            assert row["root_flow_name"] == names[(row["org_id"], row["root_flow_id"])]
+
+
+def completeness(path: Path) -> dict[str, dict[str, Any]]:
+    return {r["flow_id"]: r for r in query(path, "select * from stackai.flow_completeness")}
+
+
+def test_flow_completeness_compares_stored_runs_with_the_apis_count(settings, world):
+    path = sync_with_views(settings, world)
+    counts: dict[str, int] = defaultdict(int)
+    for _, flow_id, _ in world.all_runs():
+        counts[flow_id] += 1
+    rows = completeness(path)
+    assert set(rows) == {f.flow_id for f in settings.flows}
+    for flow_id, row in rows.items():
+        assert (row["total_runs"], row["stored_runs"], row["missing_runs"]) == (
+            counts[flow_id],
+            counts[flow_id],
+            0,
+        )
+        assert row["explanation"] == "complete" and row["is_short"] is False
+
+    # runs lost from the copy: counted against the API's total, flagged
+    short = settings.flows[0].flow_id
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "delete from stackai.flow_runs where run_id in"
+            " (select run_id from stackai.flow_runs where flow_id = ? limit 3)",
+            [short],
+        )
+    row = completeness(path)[short]
+    assert (row["stored_runs"], row["missing_runs"]) == (counts[short] - 3, 3)
+    assert row["explanation"] == "runs missing" and row["is_short"] is True
+
+
+def test_flow_completeness_explains_runs_before_initial_start_date(settings, world):
+    from dataclasses import replace
+
+    from pipelines.stackai.window import WindowRules
+    from tests.support.truth import utc
+
+    dates = sorted(utc(run["date"]) for _, _, run in world.all_runs())
+    start = dates[len(dates) // 2]  # half the history is older
+    path = sync_with_views(replace(settings, rules=WindowRules(initial_start=start)), world)
+    explained = 0
+    for flow_id, row in completeness(path).items():
+        ours = [utc(run["date"]) for _, f, run in world.all_runs() if f == flow_id]
+        assert row["total_runs"] == len(ours)
+        assert row["stored_runs"] == sum(d >= start for d in ours)
+        if row["stored_runs"] < len(ours):
+            assert row["explanation"] == "before initial_start_date"
+            assert row["is_short"] is False
+            explained += 1
+    assert explained
