@@ -147,3 +147,34 @@ def test_chart_of_an_empty_selection_is_still_a_chart(settings, world, tmp_path)
     assert report.total is None and not report.days
     chart = reporting.write_chart(report, tmp_path / "empty.png")
     assert png_size(chart) == (1200, 700)
+
+
+def test_report_names_flows_and_flags_those_whose_stored_runs_fall_short(settings, world):
+    path = sync_with_views(settings, world)
+    short = settings.flows[0]
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "delete from stackai.flow_runs where run_id in (select run_id from"
+            " stackai.flow_runs where org_id = ? and flow_id = ? limit 2)",
+            [short.org_id, short.flow_id],
+        )
+    with reporting.open_read_only(path) as con:
+        data = reporting.build_report(con, source=str(path))
+    out = Console(file=io.StringIO(), width=250, color_system=None)
+    reporting.print_report(data, out)
+    text = out.file.getvalue()
+    names = {(f.org_id, f.flow_id): f.name for f in world.flows()}
+    for summary in data.flows:
+        assert (
+            summary.label == f"{names[(summary.org_id, summary.flow_id)]} ({summary.flow_id[:8]})"
+        )
+        assert summary.label in text
+    (flagged,) = data.short
+    assert (flagged.org_id, flagged.flow_id, flagged.name) == (
+        short.org_id,
+        short.flow_id,
+        names[(short.org_id, short.flow_id)],
+    )
+    assert flagged.total_runs - flagged.stored_runs == 2
+    assert f"2 of the {flagged.total_runs:,} runs the API counts are not stored" in text
+    assert f"--full-refresh --flow {short}" in text

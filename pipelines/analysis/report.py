@@ -23,7 +23,7 @@ from rich.table import Table
 
 from pipelines.stackai.flows import FlowRef
 
-REQUIRED_VIEWS = ("runs", "daily_flow_runs", "daily_llm_usage")
+REQUIRED_VIEWS = ("runs", "daily_flow_runs", "daily_llm_usage", "flow_completeness")
 TOP_ERRORS = 5
 TOP_MODELS = 5
 CHART_FLOWS = 8
@@ -80,6 +80,17 @@ class ModelSummary:
 
 
 @dataclass(frozen=True)
+class ShortFlow:
+    """A flow whose stored runs fall short of the API's own count (`flow_completeness`)."""
+
+    org_id: str
+    flow_id: str
+    name: str | None
+    total_runs: int
+    stored_runs: int
+
+
+@dataclass(frozen=True)
 class FlowDay:
     org_id: str
     flow_id: str
@@ -103,6 +114,7 @@ class Report:
     errors: list[ErrorSummary] = field(default_factory=list)
     models: list[ModelSummary] = field(default_factory=list)
     days: list[FlowDay] = field(default_factory=list)
+    short: list[ShortFlow] = field(default_factory=list)
 
     @property
     def names(self) -> dict[tuple[str, str], str | None]:
@@ -172,11 +184,16 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[dict[s
 
 
 FLOW_NAMES_SQL = """
--- Flow names are only sent on sub-workflow runs, as their parent's flow name.
-select parent_project_id as flow_id, arg_max(parent_project_name, date) as name
-from stackai.runs
-where parent_project_id is not null and parent_project_name is not null
-group by parent_project_id
+select org_id, flow_id, flow_name as name
+from stackai.flows
+where flow_name is not null
+"""
+
+SHORT_SQL = """
+select org_id, flow_id, flow_name as name, total_runs, stored_runs
+from stackai.flow_completeness
+where is_short {flow}
+order by total_runs - stored_runs desc, org_id, flow_id
 """
 
 FLOWS_SQL = """
@@ -253,12 +270,12 @@ def build_report(
         source: what to call the data in the report (the file's path).
     """
     where, params = _window(since, flow)
-    names = {row["flow_id"]: row["name"] for row in _rows(con, FLOW_NAMES_SQL, {})}
+    names = {(r["org_id"], r["flow_id"]): r["name"] for r in _rows(con, FLOW_NAMES_SQL, {})}
     report = Report(source=source, since=since, flow=flow, first_run=None, last_run=None)
     for row in _rows(con, FLOWS_SQL.format(where=where), params):
         first_run, last_run = row.pop("first_run"), row.pop("last_run")
         is_total = row.pop("is_total")
-        summary = FlowSummary(**row, name=names.get(row["flow_id"]))
+        summary = FlowSummary(**row, name=names.get((row["org_id"], row["flow_id"])))
         if is_total:
             if summary.runs:  # the grand total of an empty selection is a row of zeros
                 report.total, report.first_run, report.last_run = summary, first_run, last_run
@@ -266,10 +283,14 @@ def build_report(
             report.flows.append(summary)
     failed_where = f"{where} and state = 'FAILED'" if where else "where state = 'FAILED'"
     for row in _rows(con, ERRORS_SQL.format(where=failed_where, limit=TOP_ERRORS), params):
-        report.errors.append(ErrorSummary(**row, name=names.get(row["flow_id"])))
+        report.errors.append(ErrorSummary(**row, name=names.get((row["org_id"], row["flow_id"]))))
     for row in _rows(con, MODELS_SQL.format(where=where, limit=TOP_MODELS), params):
         report.models.append(ModelSummary(**row))
     report.days = [FlowDay(**row) for row in _rows(con, DAYS_SQL.format(where=where), params)]
+    only = "and org_id = $org_id and flow_id = $flow_id" if flow else ""
+    ids = {"org_id": flow.org_id, "flow_id": flow.flow_id} if flow else {}
+    short = _rows(con, SHORT_SQL.format(flow=only), ids)
+    report.short = [ShortFlow(**row) for row in short]
     return report
 
 
@@ -292,6 +313,15 @@ def print_report(report: Report, out: Console) -> None:
     if report.flow:
         scope.append(f"flow {report.flow}")
     out.print(f"[bold]stackai-runs report[/] {escape(report.source)} ({', '.join(scope)})")
+    for flow in report.short:
+        out.print(
+            f"[yellow]warning[/]: {escape(flow_label(flow.org_id, flow.flow_id, flow.name))}:"
+            f" {flow.total_runs - flow.stored_runs:,} of the {flow.total_runs:,} runs the API"
+            f" counts are not stored (stackai.flow_completeness); rebuild it with"
+            f" stackai-runs sync --full-refresh --flow {flow.org_id}/{flow.flow_id}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if report.total is None:
         out.print("no runs match", highlight=False)
         return
