@@ -172,6 +172,8 @@ def test_org_on_the_command_line(org_settings, big_org):
     )
     assert wrong.returncode == 1
     assert "org not-my-org: the API key is not for this org" in wrong.stderr
+    assert "WrongOrg" not in wrong.stderr + wrong.stdout  # a sentence, not a type name
+    assert "stackai-runs sync" not in wrong.stdout  # no empty table of no flows
     assert "Traceback" not in wrong.stderr
     assert FlowRef.parse(next(iter(names)))  # the ids the summary gave are valid flows
 

@@ -80,6 +80,10 @@ def print_sync_summary(report: SyncReport) -> None:
     columns = ("flow", "name", "status", "pages", "runs", "rejected", "cursor (UTC)", "seconds")
     for column in columns:
         table.add_column(column, justify="right" if column in ("pages", "runs") else "left")
+    if not report.flows:  # the sync failed before any flow was known (e.g. discovery)
+        if report.error:
+            stdout.print(f"[red]error[/]: {escape(report.error)}", highlight=False, soft_wrap=True)
+        return
     for flow in report.flows.values():
         status = (
             f"[green]{flow.status}[/]"

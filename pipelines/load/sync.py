@@ -20,7 +20,8 @@ from pipelines.load.duckdb_file import check_duckdb_path
 from pipelines.load.lock import sync_lock
 from pipelines.load.pipeline import configure_dlt, open_pipeline
 from pipelines.settings import SyncSettings
-from pipelines.stackai.client import RunsClient
+from pipelines.stackai.client import RunsClient, StackAIError, describe_transport_error
+from pipelines.stackai.config import ConfigError
 from pipelines.stackai.flows import FlowRef
 from pipelines.stackai.http import RequestStats, make_session, redact
 from pipelines.stackai.progress import ProgressCallback, SyncReport
@@ -43,6 +44,11 @@ def _explain(exc: BaseException) -> str:
             " process write only while no other process has the file open. Close it (a"
             " notebook, a DuckDB CLI) and rerun"
         )
+    if isinstance(cause, StackAIError | ConfigError):
+        return redact(text)  # written to be shown: the org, the flow, the key's fate
+    transport = describe_transport_error(cause)
+    if transport:
+        return redact(transport)
     step = f"{exc.step} step failed: " if isinstance(exc, PipelineStepFailed) else ""
     return redact(f"{step}{type(cause).__name__}: {text}")
 
