@@ -7,38 +7,17 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import duckdb
 import pytest
 
+from tests.support.cli import ROOT, stackai_runs, sync_args
 from tests.support.truth import expected_runs, loaded_runs
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def stackai_runs(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT):
-    clean = {k: v for k, v in os.environ.items() if "STACKAI" not in k}
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args],
-        env={**clean, **(env or {})},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def sync_args(simulator, duckdb_path, flows) -> list[str]:
-    args = ["sync", "--base-url", simulator.url, "--duckdb", str(duckdb_path)]
-    for flow in flows:
-        args += ["--flow", str(flow)]
-    return args
 
 
 def test_sync_exit_0_and_summary(simulator, world, flows, duckdb_path):
     result = stackai_runs(
-        *sync_args(simulator, duckdb_path, flows), env={"STACKAI_API_KEY": world.api_key}
+        *sync_args(simulator.url, duckdb_path, flows), env={"STACKAI_API_KEY": world.api_key}
     )
     assert result.returncode == 0, result.stderr
     for flow in flows:
@@ -46,14 +25,14 @@ def test_sync_exit_0_and_summary(simulator, world, flows, duckdb_path):
     assert f"from {len(flows)}/{len(flows)} flows" in result.stdout
     assert set(loaded_runs(duckdb_path)) == set(expected_runs(world))
     again = stackai_runs(
-        *sync_args(simulator, duckdb_path, flows), env={"STACKAI_API_KEY": world.api_key}
+        *sync_args(simulator.url, duckdb_path, flows), env={"STACKAI_API_KEY": world.api_key}
     )
     assert again.returncode == 0 and "(no new runs)" in again.stdout
 
 
 def test_dlt_env_variable_for_the_key_works_too(simulator, world, flows, duckdb_path):
     result = stackai_runs(
-        *sync_args(simulator, duckdb_path, flows[:1]),
+        *sync_args(simulator.url, duckdb_path, flows[:1]),
         env={"SOURCES__STACKAI__API_KEY": world.api_key},
     )
     assert result.returncode == 0, result.stderr
@@ -62,7 +41,7 @@ def test_dlt_env_variable_for_the_key_works_too(simulator, world, flows, duckdb_
 def test_rejected_key_exit_1_names_the_flow_and_hides_the_key(simulator, flows, duckdb_path):
     key = "sk-this-key-must-never-be-printed"
     result = stackai_runs(
-        *sync_args(simulator, duckdb_path, flows[:1]), env={"STACKAI_API_KEY": key}
+        *sync_args(simulator.url, duckdb_path, flows[:1]), env={"STACKAI_API_KEY": key}
     )
     assert result.returncode == 1
     output = result.stdout + result.stderr
@@ -74,7 +53,7 @@ def test_rejected_key_exit_1_names_the_flow_and_hides_the_key(simulator, flows, 
 
 def test_unknown_flow_exit_1_and_the_other_flows_load(simulator, world, flows, duckdb_path):
     ghost = f"{flows[0].org_id}/no-such-flow"
-    args = [*sync_args(simulator, duckdb_path, flows[:1]), "--flow", ghost]
+    args = [*sync_args(simulator.url, duckdb_path, flows[:1]), "--flow", ghost]
     result = stackai_runs(*args, env={"STACKAI_API_KEY": world.api_key})
     assert result.returncode == 1
     assert f"flow not found: {ghost}" in result.stdout
@@ -131,7 +110,7 @@ def test_demo_never_replaces_a_file_it_did_not_write(tmp_path):
 
 def test_json_summary_for_monitoring(simulator, world, flows, duckdb_path):
     ghost = f"{flows[0].org_id}/no-such-flow"
-    args = [*sync_args(simulator, duckdb_path, flows[:2]), "--flow", ghost, "--json"]
+    args = [*sync_args(simulator.url, duckdb_path, flows[:2]), "--flow", ghost, "--json"]
     result = stackai_runs(*args, env={"STACKAI_API_KEY": world.api_key})
     assert result.returncode == 1
     summary = json.loads(result.stdout)
@@ -154,7 +133,7 @@ def test_the_environment_key_wins_over_secrets_toml(simulator, world, flows, tmp
     (project / ".dlt").mkdir(parents=True)
     shutil.copy(ROOT / ".dlt" / "secrets.toml.example", project / ".dlt" / "secrets.toml")
     clean = {k: v for k, v in os.environ.items() if "STACKAI" not in k and k != "DLT_PROJECT_DIR"}
-    args = sync_args(simulator, tmp_path / "runs.duckdb", flows[:1])
+    args = sync_args(simulator.url, tmp_path / "runs.duckdb", flows[:1])
     for variable in ("STACKAI_API_KEY", "SOURCES__STACKAI__API_KEY"):
         result = subprocess.run(
             [sys.executable, "-m", "pipelines.cli", *args],

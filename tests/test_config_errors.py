@@ -3,22 +3,17 @@ every command that reads configuration (no traceback)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 
+from tests.support.cli import stackai_runs
+
 
 def run_in(folder, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if "STACKAI" not in k and k != "DLT_PROJECT_DIR"}
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args],
-        cwd=folder,
-        env={**env, "STACKAI_API_KEY": "sk-test"},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    """The command in `folder`, reading its `.dlt/` as a user's run would."""
+    return stackai_runs(
+        *args, cwd=folder, project_config=False, env={"STACKAI_API_KEY": "sk-test"}, timeout=120
     )
 
 

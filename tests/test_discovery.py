@@ -15,8 +15,8 @@ from pipelines.settings import SyncSettings
 from pipelines.simulator import SimulatorServer, World
 from pipelines.stackai.flows import FlowRef
 from tests.conftest import FAST_HTTP
+from tests.support.cli import stackai_runs
 from tests.support.truth import assert_matches, expected_runs, loaded_runs, utc
-from tests.test_own_views import stackai_runs
 
 
 @pytest.fixture

@@ -3,26 +3,12 @@ same error handling."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import duckdb
 
 from pipelines.analysis.views import SQL_DIR
+from tests.support.cli import stackai_runs
 
 SHIPPED = sorted(path.stem.split("_", 1)[1] for path in SQL_DIR.glob("*.sql"))
-
-
-def stackai_runs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if "STACKAI" not in k}
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args],
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def views_in(path) -> set[str]:

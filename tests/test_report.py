@@ -14,7 +14,7 @@ from rich.console import Console
 
 from pipelines.analysis import report as reporting
 from pipelines.stackai.flows import FlowRef
-from tests.test_cli import stackai_runs
+from tests.support.cli import stackai_runs
 from tests.test_views import FINAL, error_pattern, group, sync_with_views, truth
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

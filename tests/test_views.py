@@ -22,8 +22,8 @@ from pipelines.load import run_sync
 from pipelines.settings import SyncSettings
 from pipelines.simulator import SimulatorServer, World
 from pipelines.stackai.flows import FlowRef
+from tests.support.cli import ROOT, stackai_runs
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
-from tests.test_cli import ROOT, stackai_runs
 
 VIEWS = [
     "stackai.runs",
