@@ -117,7 +117,10 @@ def test_arguments_win_over_configuration(user_pipeline, flows, simulator):
     with pytest.raises(ConfigError, match="page_size must be at least 1"):
         stackai(page_size=0)
     only = flows[1]
+    before = simulator.world.request_count
     source = stackai(flows=[str(only)])
+    # making the source asks nothing of the API (Dagster makes it when loading definitions)
+    assert simulator.world.request_count == before
     assert list(source.resources) == [str(only), "flows"]
     pipeline.run(source)
     with duckdb.connect(str(path), read_only=True) as con:

@@ -303,14 +303,16 @@ def flow_runs(
 
 def flows_table(
     flows: list[FlowRef],
-    discovery: Discovery,
+    discovery: Discovery | None,
+    client: RunsClient,
     initial_start: datetime | None,
     now: datetime,
     progress: SyncReport,
 ) -> DltResource:
     """The `flows` resource: one row per flow read or known (names, the summary's totals, when
     first and last listed, whether still listed), merged on (org_id, flow_id). Its state keeps
-    what each flow's row needs when the summary no longer lists it."""
+    what each flow's row needs when the summary no longer lists it. Without a `discovery` (no
+    org asked for), it reads the summary itself, for names only."""
 
     @dlt.resource(
         name=endpoint.FLOWS_TABLE,
@@ -322,8 +324,12 @@ def flows_table(
     )
     def flows_resource() -> Any:
         state = dlt.current.resource_state()
+        summary = discovery or discover(client, (), now)
+        for flow in flows:
+            project = summary.projects.get(flow.flow_id)
+            progress.flow(str(flow)).name = project.get("project_name") if project else None
         rows, known, new, unlisted = flow_rows(
-            flows, discovery, state.get("flows", {}), now, initial_start
+            flows, summary, state.get("flows", {}), now, initial_start
         )
         state["flows"] = known
         progress.flows_new = new
@@ -432,9 +438,13 @@ def stackai(
     now = now or pendulum.now("UTC")
     rules = rules or config.window_rules()
     progress = progress if progress is not None else SyncReport()
-    discovery = discover(client, config.org_ids(), now)
-    refs = list(dict.fromkeys([*configured, *discovery.listed]))
-    progress.flows_discovered = len(discovery.listed) if config.org_ids() else None
+    orgs = config.org_ids()
+    # Which flows an org has must be known now, to make a resource per flow; names alone are
+    # read by the `flows` resource when the pipeline runs, so making the source reads nothing.
+    discovery = discover(client, orgs, now) if orgs else None
+    listed = discovery.listed if discovery else []
+    refs = list(dict.fromkeys([*configured, *listed]))
+    progress.flows_discovered = len(listed) if orgs else None
     window = SyncWindow(
         now=now,
         rules=rules,
@@ -442,11 +452,8 @@ def stackai(
         until=until,
         full_refresh=frozenset(str(f) for f in refs) if full_refresh else frozenset(),
     )
-    for flow in refs:
-        project = discovery.projects.get(flow.flow_id)
-        progress.flow(str(flow)).name = project.get("project_name") if project else None
     by_hand = set(configured)
     return [
         *(flow_runs(f, client, window, progress, f not in by_hand, deduplicate) for f in refs),
-        flows_table(refs, discovery, rules.initial_start, now, progress),
+        flows_table(refs, discovery, client, rules.initial_start, now, progress),
     ]
