@@ -117,8 +117,14 @@ def test_an_expired_key_fails_clearly_without_retrying(settings, world):
     assert failed
     assert all(f.error.startswith("API key rejected (HTTP 401)") for f in failed)
     assert all(f.retries == 0 for f in report.flows.values())
-    expired = [r for r in world.requests if r["fault"] == "key_expired"]
-    assert len(expired) == len(failed)  # one request per failed flow, no retries
+    # one request per failed flow, no retries (the org summary, read for names while the flows
+    # are read, may meet the expired key too: it only warns)
+    expired = [
+        r
+        for r in world.requests
+        if r["fault"] == "key_expired" and r["path"].startswith("/analytics/org/")
+    ]
+    assert len(expired) == len(failed)
 
 
 def test_bad_records_are_quarantined_and_the_rest_of_the_page_loads(settings, world):
