@@ -208,6 +208,10 @@ def load_settings(
         )
     except ConfigurationException as exc:
         raise ConfigError(f"configuration: {str(exc).splitlines()[0]}") from None
+    if config.sql_dir and not Path(config.sql_dir).expanduser().is_dir():
+        raise ConfigError(
+            f"sql_dir / --sql-dir: no folder at {config.sql_dir} (your own view files go there)"
+        )
     for note in unknown_keys():
         log.warning("%s", note)
     for flag, value in (("--since", since), ("--until", until)):

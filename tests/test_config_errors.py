@@ -67,3 +67,18 @@ def test_an_empty_since_is_refused_not_ignored(tmp_path):
     result = run_in(tmp_path, "sync", "--flow", "o/f", "--since", "")
     assert result.returncode == 2
     assert "--since is empty" in result.stderr
+
+
+def test_a_missing_sql_dir_is_refused_before_anything_runs(tmp_path):
+    result = run_in(tmp_path, "sync", "--flow", "o/f", "--sql-dir", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert "no folder at" in result.stderr and "nope" in result.stderr
+    assert not list(tmp_path.glob("*.duckdb"))
+
+
+def test_the_demo_names_a_broken_config_file(tmp_path):
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text("[sources.stackai]\nx = = 1\n", "utf-8")
+    result = run_in(tmp_path, "demo")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot read ./.dlt/config.toml: ")

@@ -332,6 +332,7 @@ def demo(
     import sys
 
     _require_extra("simulator", "the demo")
+    _configured("sources.stackai.lookback")  # a .dlt/*.toml here that does not parse: one line
     from pipelines.simulator import SimulatorServer, World
 
     console.setup_logging()
