@@ -185,7 +185,8 @@ def test_a_rejected_key_fails_every_flow_and_names_them(settings, world):
 def test_a_full_refresh_counts_as_new_only_runs_not_stored_before(settings, world):
     assert run_sync(settings, now=world.now).ok
     flow = settings.flows[0]
-    added = world.add_run(flow.org_id, flow.flow_id, date=world.now - timedelta(minutes=1))
+    world.advance(120, new_runs=False)  # the one new run is dated after every stored one
+    added = world.add_run(flow.org_id, flow.flow_id, date=world.now - timedelta(seconds=30))
     report = run_sync(replace(settings, full_refresh=True), now=world.now)
     assert report.ok
     counts = {name: (f.runs, f.new_runs) for name, f in report.flows.items()}
