@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import duckdb
 import pytest
@@ -132,24 +129,15 @@ def test_the_environment_key_wins_over_secrets_toml(simulator, world, flows, tmp
     project = tmp_path / "project"
     (project / ".dlt").mkdir(parents=True)
     shutil.copy(ROOT / ".dlt" / "secrets.toml.example", project / ".dlt" / "secrets.toml")
-    clean = {k: v for k, v in os.environ.items() if "STACKAI" not in k and k != "DLT_PROJECT_DIR"}
     args = sync_args(simulator.url, tmp_path / "runs.duckdb", flows[:1])
     for variable in ("STACKAI_API_KEY", "SOURCES__STACKAI__API_KEY"):
-        result = subprocess.run(
-            [sys.executable, "-m", "pipelines.cli", *args],
-            env={**clean, variable: world.api_key},
+        result = stackai_runs(
+            *args,
+            env={variable: world.api_key},
             cwd=project,
-            capture_output=True,
-            text=True,
+            project_config=False,
             timeout=120,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-    alone = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args],
-        env=clean,
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    alone = stackai_runs(*args, cwd=project, project_config=False, timeout=120)
     assert alone.returncode == 2 and "placeholder" in alone.stderr  # never sent to the API

@@ -6,36 +6,26 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from pipelines.load import open_pipeline, run_sync
+from pipelines.load import run_sync
+from tests.support.cli import ROOT, cli_command, environment, run_python, sync_args_for
+from tests.support.state import stored_cursors
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 
-ROOT = Path(__file__).resolve().parents[1]
 CRASHING_SYNC = ROOT / "tests" / "support" / "crashing_sync.py"
 
 
-def sync_args(settings) -> list[str]:
-    command = ["sync", "--quiet"]
-    command += ["--base-url", settings.base_url, "--duckdb", str(settings.duckdb_path)]
-    command += ["--page-size", str(settings.page_size)]
-    for flow in settings.flows:
-        command += ["--flow", str(flow)]
-    return command
-
-
 def run_and_get_killed(settings, point: str, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "STACKAI_API_KEY": settings.api_key}
-    return subprocess.run(
-        [sys.executable, str(CRASHING_SYNC), point, *sync_args(settings), *extra],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    return run_python(
+        str(CRASHING_SYNC),
+        point,
+        *sync_args_for(settings),
+        "--quiet",
+        *extra,
+        env={"STACKAI_API_KEY": settings.api_key},
         timeout=120,
     )
 
@@ -44,11 +34,6 @@ def real_horizon(settings) -> datetime:
     """Open runs older than this may be left as last seen: the killed sync ran the CLI, whose
     clock is the real one (the simulator's is days behind), and dropped them as too old."""
     return datetime.now(UTC) - settings.rules.max_open_run_age
-
-
-def cursors(settings) -> dict[str, str | None]:
-    resources = open_pipeline(settings.duckdb_path).state["sources"].get("stackai", {})
-    return {name: r.get("cursor") for name, r in resources.get("resources", {}).items()}
 
 
 @pytest.mark.parametrize(
@@ -94,12 +79,11 @@ def test_killed_inside_a_merge_leaves_the_stored_runs_in_place(settings, world, 
 
 def test_killed_while_paging_moves_no_cursor_and_rerun_equals_ground_truth(settings, world):
     assert run_sync(settings, now=world.now).ok
-    before = cursors(settings)
+    before = stored_cursors(settings)
     world.advance(2 * 3600)
-    env = {**os.environ, "STACKAI_API_KEY": settings.api_key}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", *sync_args(settings)],
-        env=env,
+        cli_command(*sync_args_for(settings), "--quiet"),
+        env=environment({"STACKAI_API_KEY": settings.api_key}),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -117,7 +101,7 @@ def test_killed_while_paging_moves_no_cursor_and_rerun_equals_ground_truth(setti
         assert process.wait(timeout=120) == -signal.SIGKILL
     finally:
         world.before_page = None
-    assert cursors(settings) == before
+    assert stored_cursors(settings) == before
 
     report = run_sync(settings, now=world.now)
     assert report.ok, report

@@ -20,13 +20,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.load import open_pipeline, pipelines_dir_for, run_sync
+from pipelines.load import pipelines_dir_for, run_sync
 from pipelines.settings import SyncSettings
 from pipelines.simulator import SimulatorServer, World
 from pipelines.simulator.contract import FINAL_STATES, OPEN_STATES
 from pipelines.stackai.flows import FlowRef
 from pipelines.stackai.progress import SyncReport
-from pipelines.stackai.window import FlowState, WindowRules
+from pipelines.stackai.window import WindowRules
+from tests.support.state import stored_state
 from tests.support.truth import assert_matches, expected_run, expected_runs, loaded_runs
 
 ANCHOR = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=10)
@@ -102,12 +103,6 @@ def tail_start(world: World, flow: FlowRef, mark: int) -> datetime | None:
 def covers(window: Window, when: datetime) -> bool:
     start, end = window
     return (start is None or start <= when) and (end is None or when <= end)
-
-
-def stored_state(settings: SyncSettings, flow: FlowRef) -> FlowState | None:
-    """The flow's state as committed in the dlt working directory of the settings' file."""
-    resources = open_pipeline(settings.duckdb_path).state["sources"]["stackai"]["resources"]
-    return FlowState.from_dict(resources[str(flow)]) if str(flow) in resources else None
 
 
 def newest(world: World, flow: FlowRef) -> datetime:

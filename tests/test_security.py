@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,8 +13,8 @@ import pytest
 
 from pipelines.load import run_sync
 from pipelines.stackai.flows import FlowRef
+from tests.support.cli import stackai_runs, sync_args
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-sim-SECRET-canary-7f3a9c"
 
 
@@ -104,24 +101,13 @@ def test_the_key_never_appears_in_output_or_any_file_written(simulator, world, f
     then every byte printed and every file the runs wrote is searched for it."""
     world.api_key = KEY  # the simulator accepts the canary for every org
     env = {
-        **os.environ,
         "STACKAI_API_KEY": KEY,
         "RUNTIME__REQUEST_MAX_ATTEMPTS": "2",
         "RUNTIME__REQUEST_BACKOFF_FACTOR": "0",
         "RUNTIME__REQUEST_TIMEOUT": "1",
     }
     duckdb_path = tmp_path / "data" / "runs.duckdb"
-    base = [
-        sys.executable,
-        "-m",
-        "pipelines.cli",
-        "sync",
-        "--base-url",
-        simulator.url,
-        "--duckdb",
-        str(duckdb_path),
-        "--verbose",
-    ]
+    base = [*sync_args(simulator.url, duckdb_path, []), "--verbose"]
     flags = [a for f in flows[:2] for a in ("--flow", str(f))]
     runs = [
         (base + flags, None),
@@ -137,14 +123,10 @@ def test_the_key_never_appears_in_output_or_any_file_written(simulator, world, f
         if fault is not None:
             kind, params = fault
             world.inject(kind, **params)
-        result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, timeout=120)
+        result = stackai_runs(*command, env=env, timeout=120, text=False)
         output += result.stdout + result.stderr
-    wrong = subprocess.run(
-        base + flags,
-        env={**env, "STACKAI_API_KEY": KEY + "-revoked"},
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
+    wrong = stackai_runs(
+        *base, *flags, env={**env, "STACKAI_API_KEY": KEY + "-revoked"}, timeout=120, text=False
     )
     output += wrong.stdout + wrong.stderr
     assert b"API key rejected" in output and b"flow not found" in output
@@ -153,11 +135,5 @@ def test_the_key_never_appears_in_output_or_any_file_written(simulator, world, f
     assert _grep_files(tmp_path, KEY.encode()) == []
     assert any(tmp_path.rglob("*.duckdb"))  # the files searched exist
     assert json.loads(
-        subprocess.run(
-            base + flags + ["--json", "--quiet"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            timeout=120,
-        ).stdout
+        stackai_runs(*base, *flags, "--json", "--quiet", env=env, timeout=120, text=False).stdout
     )["ok"]

@@ -1,12 +1,12 @@
 """Pages of runs from the "List Flow Runs" endpoint, over the shared session of `http.py`.
 
 Built from dlt's `RESTClient.paginate` and `PageNumberPaginator`. What is ours: the end-of-data
-rule (a short page), a strict check that a page is a JSON array, and errors that name the flow.
+rule (a short page), a strict check that a page is a JSON array, guards against a server that
+ignores `page`, and errors that name the flow.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -51,39 +51,76 @@ class PagingError(StackAIError):
     """The server answered `page` requests in a way that would page forever (not retried)."""
 
 
+MAX_PAGES = 100_000
+"""Pages read in one window (one `iter_pages` call) before the flow fails with `PagingError`.
+
+The API has no total, so no bound follows from the data: this one only has to be far above any
+real window and still finite. At the default `page_size` (100) it is 10 million runs, more than a
+flow's whole history, which a first sync reads as one window. A server that ignores `page` and
+answers the same page every time is caught at the second request (`ShortPagePaginator`); one
+that changes its answer every time is caught by this bound: after hours of requests, not never.
+"""
+
+
 class ShortPagePaginator(PageNumberPaginator):
     """0-based `page` numbers; stops after an empty page or one shorter than `page_size`.
 
     The endpoint returns a bare array with no total (`responses.200` of the contract), so a short
-    page is the only sign of the end that costs no extra request. A server that ignores `page`
-    would answer every request with the same full page and never end: a full page whose body is
-    the one before it, byte for byte, fails the flow instead (the window's `end_date` is pinned,
-    so new runs cannot shift one page onto the next).
+    page is the only sign of the end that costs no extra request: dlt's `_stop_after_this_page`
+    hook says so, and dlt's `update_state` does the rest.
+
+    A server that ignores `page` would answer every request with a full page and never end. Two
+    guards, each for what the other cannot see, and both fail (`PagingError`, naming `subject`)
+    rather than stop: a silent stop would look like a complete read and move the cursor past
+    runs never read.
+
+    - A full page whose body is the one before it, byte for byte: the common case (the first
+      page, again and again), caught at the second request instead of after a bound's worth of
+      duplicate rows sent to the destination. A real server cannot produce it: run ids are
+      unique, and the window's `end_date` is pinned, so new runs cannot shift one page onto the
+      next.
+    - `max_pages` full pages (dlt's `maximum_page`, which on its own would stop quietly): for a
+      server that ignores `page` but whose answer changes between requests (a run still
+      running, live totals in the org summary, a page that cycles), which no comparison of
+      bodies can tell from real data. `MAX_PAGES` says why its default is what it is.
     """
 
-    def __init__(self, page_size: int) -> None:
+    def __init__(self, page_size: int, subject: str = "the runs", max_pages: int = MAX_PAGES):
+        if max_pages < 1:
+            raise ValueError(f"max_pages must be >= 1, got {max_pages}")
         super().__init__(
             base_page=endpoint.FIRST_PAGE,
             page_param=endpoint.PAGE_PARAM,
             total_path=None,
+            maximum_page=endpoint.FIRST_PAGE + max_pages,
             stop_after_empty_page=True,
         )
         self.page_size = page_size
+        self.subject = subject
+        self.max_pages = max_pages
         self._previous: bytes | None = None
 
     def _stop_after_this_page(self, data: list[Any] | None = None) -> bool:
         return not data or len(data) < self.page_size
 
     def update_state(self, response: requests.Response, data: list[Any] | None = None) -> None:
-        if data and len(data) >= self.page_size:
-            body = hashlib.md5(response.content).digest()
-            if body == self._previous:
+        full = not self._stop_after_this_page(data)
+        if full:
+            if response.content == self._previous:
                 raise PagingError(
-                    f"page {self.current_value} of {sanitize_url(response.url)} repeats the page"
-                    " before it: the server seems to ignore the `page` parameter; stopped"
+                    f"{self.subject}: page {self.current_value} of {sanitize_url(response.url)}"
+                    " repeats the page before it: the server seems to ignore the `page`"
+                    " parameter; stopped"
                 )
-            self._previous = body
+            self._previous = response.content
         super().update_state(response, data)
+        if full and not self.has_next_page:  # dlt stopped at `maximum_page`, not at the end
+            raise PagingError(
+                f"{self.subject}: {self.max_pages} full pages of {self.page_size} in one window"
+                f" and still no short page at {sanitize_url(response.url)}: the server seems to"
+                " ignore the `page` parameter (or the window holds more runs than max_pages"
+                " allows); stopped"
+            )
 
 
 def _detail(response: requests.Response) -> str:
@@ -147,14 +184,21 @@ class RunsClient:
         api_key: Bearer token; sent only in the `Authorization` header, never logged.
         session: From `make_session`; shared so connections are kept alive across flows.
         page_size: `page_size` query parameter (>= 1, contract `minimum: 1`).
+        max_pages: Full pages read in one window before `PagingError` (see `MAX_PAGES`).
     """
 
     def __init__(
-        self, base_url: str, api_key: str, session: requests.Session, page_size: int
+        self,
+        base_url: str,
+        api_key: str,
+        session: requests.Session,
+        page_size: int,
+        max_pages: int = MAX_PAGES,
     ) -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         self.page_size = page_size
+        self.max_pages = max_pages
         self._rest = _RunsRESTClient(
             base_url=base_url.rstrip("/"),
             auth=BearerTokenAuth(token=api_key),
@@ -183,7 +227,8 @@ class RunsClient:
 
         Raises:
             ApiKeyRejected: 401/403. FlowNotFound: 404. ApiResponseError: other 4xx/5xx after
-            dlt's retries. BadPage: a 2xx body that is not a JSON array.
+            dlt's retries. BadPage: a 2xx body that is not a JSON array. PagingError: the
+            server seems to ignore `page` (see `ShortPagePaginator`).
             requests.RequestException: connection errors and timeouts after retries.
         """
         page_size = page_size or self.page_size
@@ -259,7 +304,7 @@ class RunsClient:
         pages = self._rest.paginate(
             path,
             params=params,
-            paginator=ShortPagePaginator(page_size),
+            paginator=ShortPagePaginator(page_size, subject, self.max_pages),
             hooks={"response": [raise_for_status]},
         )
         try:
