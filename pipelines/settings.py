@@ -22,6 +22,7 @@ from dlt.common.configuration.container import Container
 from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 
+from pipelines.load.destination import DestinationChoice, choose
 from pipelines.stackai import endpoint
 from pipelines.stackai.config import (
     API_KEY_DLT_ENV,
@@ -81,6 +82,8 @@ class SyncConfiguration(StackAIConfiguration):
     lock_timeout: float = 0.0
     sql_dir: str | None = None
     """A folder of the user's own view files, applied after the shipped ones."""
+    destination: str | None = None
+    """dlt destination name (`pipelines.load.destination.DESTINATIONS`); None = duckdb."""
 
     def on_resolved(self) -> None:
         super().on_resolved()
@@ -121,6 +124,8 @@ class SyncSettings:
         duckdb_memory_limit: DuckDB's memory limit while loading ("512MB"), or None.
         allow_insecure_http: `base_url` may be plain http to a non-loopback host.
         sql_dir: A folder of the user's own view files, applied after the shipped ones.
+        destination: Where to load (`pipelines.load.destination.choose`); None = the DuckDB
+            file `duckdb_path`.
     """
 
     base_url: str
@@ -139,6 +144,13 @@ class SyncSettings:
     duckdb_memory_limit: str | None = DEFAULT_MEMORY_LIMIT
     allow_insecure_http: bool = False
     sql_dir: Path | None = None
+    destination: DestinationChoice | None = None
+
+    def target(self) -> DestinationChoice:
+        """Where this sync loads: `destination`, or the DuckDB file `duckdb_path`."""
+        if self.destination is not None:
+            return self.destination
+        return choose("duckdb", self.duckdb_path, self.duckdb_memory_limit)
 
 
 def unknown_keys() -> list[str]:
@@ -179,6 +191,7 @@ def load_settings(
     full_refresh: bool = False,
     allow_insecure_http: bool = False,
     sql_dir: str | None = None,
+    destination: str | None = None,
 ) -> SyncSettings:
     """Resolve the configuration and apply command-line overrides (None = not given).
 
@@ -198,6 +211,7 @@ def load_settings(
         "api_key": api_key,
         "allow_insecure_http": allow_insecure_http or None,
         "sql_dir": sql_dir,
+        "destination": destination,
     }
     register_key_environment()
     try:
@@ -219,7 +233,11 @@ def load_settings(
             raise ConfigError(f"{flag} is empty (an unset variable in a crontab?)")
     if duckdb_path is not None and not duckdb_path.strip():
         raise ConfigError("--duckdb is empty (an unset variable in a crontab?)")
+    if destination is not None and not destination.strip():
+        raise ConfigError("--destination is empty (an unset variable in a crontab?)")
     path = duckdb_path or dlt.config.get("destination.duckdb.credentials", str)
+    memory_limit = config.duckdb_memory_limit or None
+    target = choose(config.destination, Path(path or DEFAULT_DUCKDB_PATH), memory_limit)
     settings = SyncSettings(
         base_url=config.base_url,
         api_key=config.api_key,
@@ -234,9 +252,10 @@ def load_settings(
         full_refresh=full_refresh,
         http=config.http_settings(),
         lock_timeout=float(config.lock_timeout),
-        duckdb_memory_limit=config.duckdb_memory_limit or None,
+        duckdb_memory_limit=memory_limit,
         allow_insecure_http=config.allow_insecure_http,
         sql_dir=Path(config.sql_dir).expanduser() if config.sql_dir else None,
+        destination=target,
     )
     if settings.since and settings.until and settings.since > settings.until:
         raise ConfigError(f"--since ({since}) is after --until ({until})")

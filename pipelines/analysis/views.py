@@ -12,9 +12,13 @@ import re
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
+import dlt
 import duckdb
+import sqlglot
 
+from pipelines.analysis import dialects
 from pipelines.stackai import endpoint
 from pipelines.stackai.endpoint import DATASET_NAME
 
@@ -93,17 +97,19 @@ def _folder_files(folder: Path) -> list[ViewFile]:
 
 
 def create_views(
-    con_or_path: duckdb.DuckDBPyConnection | Path | str,
+    con_or_path: duckdb.DuckDBPyConnection | Path | str | dlt.Pipeline,
     sql_dir: Path | str | None = None,
     shipped: bool = True,
 ) -> list[str]:
     """Create or replace every view of `sql_dir` in one transaction, in file order.
 
-    Idempotent: running it again replaces each view with the same definition.
+    Idempotent: running it again replaces each view with the same definition. On a destination
+    other than DuckDB each file is transpiled from DuckDB's dialect by sqlglot (`dialects.py`).
 
     Args:
-        con_or_path: an open read-write DuckDB connection (not inside a transaction), or the
-            path of an existing DuckDB file (opened and closed here).
+        con_or_path: an open read-write DuckDB connection (not inside a transaction), the
+            path of an existing DuckDB file (opened and closed here), or a dlt pipeline whose
+            destination holds the tables (any destination).
         sql_dir: a folder of the user's own view files, applied after the shipped ones.
         shipped: False applies `sql_dir` alone.
 
@@ -118,6 +124,11 @@ def create_views(
         FileNotFoundError: `con_or_path` is a path and no file exists there.
     """
     files = view_files(sql_dir, shipped)
+    if isinstance(con_or_path, dlt.Pipeline):
+        with con_or_path.sql_client() as client:
+            if client.capabilities.sqlglot_dialect == "duckdb":
+                return _create_all(client.native_connection, files)
+            return _create_all_with_client(client, files)
     if isinstance(con_or_path, duckdb.DuckDBPyConnection):
         return _create_all(con_or_path, files)
     path = Path(con_or_path).expanduser()
@@ -181,3 +192,69 @@ def _create_one(con: duckdb.DuckDBPyConnection, file: ViewFile) -> str:
     if not found:
         raise ViewError(f"{file.path}: does not create the view {name} its name says", file.path)
     return name
+
+
+def _create_all_with_client(client: Any, files: list[ViewFile]) -> list[str]:
+    """`_create_all` through dlt's SQL client, for a destination other than DuckDB: each file
+    transpiled (`dialects.transpile`), or its `sql/<dialect>/` replacement where one exists."""
+    dialect = client.capabilities.sqlglot_dialect
+    existing = {
+        name
+        for (name,) in client.execute_sql(
+            "select table_name from information_schema.tables where table_schema = %s",
+            client.dataset_name,
+        )
+    }
+    missing = [f"{DATASET_NAME}.{t}" for t in SOURCE_TABLES if t not in existing]
+    if missing:
+        raise SourceTablesMissing(
+            f"{' and '.join(missing)} {'does' if len(missing) == 1 else 'do'} not exist yet:"
+            " the views read them, and dlt creates each with the first run (or LLM call) it"
+            " loads; sync first"
+        )
+    statements: list[tuple[ViewFile, str]] = []
+    for file in files:
+        statements.append((file, _transpiled(file, dialect)))
+    created = []
+    with client.begin_transaction():
+        for sql in dialects.SUPPORT_SQL.get(dialect, []):
+            client.execute_sql(sql)
+        # Replaced in reverse order, then created in order: PostgreSQL's `create or replace
+        # view` refuses a changed column list, and a view cannot be dropped before the views
+        # that read it. A view of the user's own that reads ours stops the drop, with its name.
+        for file, _ in reversed(statements):
+            _execute(client, file, f"drop view if exists {DATASET_NAME}.{file.view}")
+        for file, sql in statements:
+            _execute(client, file, sql)
+            created.append(f"{DATASET_NAME}.{file.view}")
+    return created
+
+
+def _transpiled(file: ViewFile, dialect: str) -> str:
+    own = file.path.parent / dialect / file.path.name
+    path = own if own.is_file() else file.path
+    try:
+        sql = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ViewError(f"{path}: cannot read: {exc}", path) from exc
+    if path == own:
+        return sql
+    try:
+        statements = dialects.transpile(sql, dialect)
+    except sqlglot.errors.SqlglotError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ViewError(f"{path}: cannot be written in {dialect}'s SQL: {first}", path) from exc
+    name = f"{DATASET_NAME}.{file.view}"
+    if len(statements) != 1:
+        raise ViewError(
+            f"{path}: must hold exactly one statement, create or replace view {name}", path
+        )
+    return statements[0]
+
+
+def _execute(client: Any, file: ViewFile, sql: str) -> None:
+    try:
+        client.execute_sql(sql)
+    except Exception as exc:
+        message = str(exc).strip() or type(exc).__name__
+        raise ViewError(f"{file.path}: {message}", file.path) from exc

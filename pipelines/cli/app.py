@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from pipelines.cli import console
 from pipelines.load import DuckDBPathError, SyncLocked, pipelines_dir_for, run_sync
+from pipelines.load.lock import DestinationUnreachable
 from pipelines.settings import ConfigError, SyncSettings, load_settings
 from pipelines.stackai.flows import FlowRef
 
@@ -66,7 +67,7 @@ def _sync_and_report(
     try:
         with console.live_progress(enabled=not quiet and not as_json) as on_progress:
             report = run_sync(settings, on_progress=on_progress)
-    except SyncLocked as exc:
+    except (SyncLocked, DestinationUnreachable) as exc:
         console.stderr.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
         if as_json:
             console.print_json_summary(None, error=str(exc))
@@ -115,6 +116,16 @@ def sync(
     duckdb_path: Annotated[
         str | None,
         typer.Option("--duckdb", metavar="PATH", help="DuckDB file. Default: stackai_runs.duckdb"),
+    ] = None,
+    destination: Annotated[
+        str | None,
+        typer.Option(
+            "--destination",
+            metavar="NAME",
+            help="Where to load: duckdb (default), postgres, motherduck, bigquery or snowflake;"
+            " credentials are dlt's [destination.NAME] credentials. Default: destination in"
+            " config.",
+        ),
     ] = None,
     since: Annotated[
         str | None,
@@ -171,7 +182,7 @@ def sync(
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Sync the configured flows' runs into DuckDB (stackai.flow_runs, merge on run_id)."""
+    """Sync the configured flows' runs into the destination (stackai.flow_runs, merge on run_id)."""
     console.setup_logging(quiet=quiet, verbose=verbose)
     if until is not None and since is None:
         raise _fail_usage("--until needs --since")
@@ -187,6 +198,7 @@ def sync(
             full_refresh=full_refresh,
             allow_insecure_http=allow_insecure_http,
             sql_dir=sql_dir,
+            destination=destination,
         )
     except ConfigError as exc:
         if as_json:

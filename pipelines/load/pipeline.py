@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import dlt
-from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
+from pipelines.load import destination
 from pipelines.stackai import endpoint
 
 PIPELINE_NAME = "stackai_runs"
@@ -22,35 +22,32 @@ def pipelines_dir_for(duckdb_path: Path) -> Path:
     Keeping it per file means the local state of one file can never be applied to another
     (pointing `--duckdb` elsewhere starts that file from its own state, restored from the file).
     """
-    return duckdb_path.with_name(duckdb_path.name + ".dlt")
+    return destination.pipelines_dir_for(destination.choose("duckdb", duckdb_path))
 
 
-def open_pipeline(duckdb_path: Path, memory_limit: str | None = None) -> dlt.Pipeline:
-    """The dlt pipeline that loads into `duckdb_path`, dataset `stackai`.
+def open_pipeline(
+    target: Path | destination.DestinationChoice, memory_limit: str | None = None
+) -> dlt.Pipeline:
+    """The dlt pipeline that loads into `target`, dataset `stackai`.
 
     Args:
-        duckdb_path: The DuckDB file.
-        memory_limit: DuckDB's `memory_limit` while loading (e.g. "512MB"); None = DuckDB's
-            default, 80% of RAM. Measured (benchmarks/): a 1,000,000-run load peaks at 1.7 GB
-            by default and at about 0.4 GB with 256MB, for a slightly slower load.
+        target: A DuckDB file, or a destination chosen with `destination.choose`.
+        memory_limit: DuckDB's `memory_limit` while loading (e.g. "512MB") when `target` is a
+            path; None = DuckDB's default, 80% of RAM. Measured (benchmarks/): a
+            1,000,000-run load peaks at 1.7 GB by default and at about 0.4 GB with 256MB, for a
+            slightly slower load.
 
     Raises:
-        OSError: the file's folder cannot be created.
+        OSError: the DuckDB file's folder cannot be created.
     """
-    duckdb_path = duckdb_path.expanduser().resolve()
-    duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    config = {"preserve_insertion_order": False}
-    if memory_limit:
-        config["memory_limit"] = memory_limit
-    credentials = DuckDbCredentials(str(duckdb_path), global_config=config)
+    if isinstance(target, Path):
+        target = destination.choose("duckdb", target, memory_limit)
+    if target.duckdb_path is not None:
+        target.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     return dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
-        pipelines_dir=str(pipelines_dir_for(duckdb_path)),
-        # dlt 1.31 leaves DuckDB's `supports_transactions` unset, so a merge without DDL (a
-        # table without nested tables) runs its DELETE and INSERT in autocommit: a kill between
-        # them leaves the runs deleted until the package is loaded again. DuckDB's transactions
-        # are atomic (tests/test_crash.py kills a sync there).
-        destination=dlt.destinations.duckdb(credentials, supports_transactions=True),
+        pipelines_dir=str(destination.pipelines_dir_for(target)),
+        destination=destination.make_destination(target),
         dataset_name=DATASET_NAME,
     )
 

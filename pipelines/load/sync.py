@@ -16,9 +16,10 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipelines.analysis.views import SourceTablesMissing, ViewError, create_views
 from pipelines.load import upkeep
+from pipelines.load.destination import lock_for
 from pipelines.load.duckdb_file import check_duckdb_path
-from pipelines.load.lock import sync_lock
 from pipelines.load.pipeline import configure_dlt, open_pipeline
+from pipelines.load.state import follow_destination_state
 from pipelines.settings import SyncSettings
 from pipelines.stackai.client import RunsClient, StackAIError, describe_transport_error
 from pipelines.stackai.config import ConfigError
@@ -58,7 +59,7 @@ def run_sync(
     on_progress: ProgressCallback | None = None,
     now: datetime | None = None,
 ) -> SyncReport:
-    """Sync every configured flow into the DuckDB file once.
+    """Sync every configured flow into the destination (default the DuckDB file) once.
 
     Args:
         settings: Validated settings (see `pipelines.settings.load_settings`).
@@ -73,15 +74,18 @@ def run_sync(
 
     Raises:
         DuckDBPathError: the DuckDB file cannot be used where it is (see `check_duckdb_path`).
-        SyncLocked: another sync of the same DuckDB file is running (see `lock_timeout`).
+        SyncLocked: another sync of the same destination is running (see `lock_timeout`).
+        DestinationUnreachable: a PostgreSQL server refused the lock's connection.
         KeyboardInterrupt: interrupted; whatever was extracted is finished by the next sync.
     """
     report = SyncReport(on_progress=on_progress)
     for flow in settings.flows:
         report.flow(str(flow))
     started = time.monotonic()
-    path = check_duckdb_path(settings.duckdb_path)
-    with sync_lock(path, settings.lock_timeout):
+    target = settings.target()
+    if target.duckdb_path is not None:
+        check_duckdb_path(target.duckdb_path)
+    with lock_for(target, settings.lock_timeout):
         _sync_locked(settings, report, now)
     report.seconds = time.monotonic() - started
     return report
@@ -102,7 +106,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
     stats = RequestStats()
     session = make_session(settings.http, stats, max_connections=settings.max_concurrent_flows)
     try:
-        pipeline = open_pipeline(settings.duckdb_path, settings.duckdb_memory_limit)
+        pipeline = open_pipeline(settings.target())
         if pipeline.has_pending_data:
             # An earlier sync stopped after extracting (killed, disk full, ...). Its package
             # holds runs *and* the state that goes with them: load it first, or dlt's run()
@@ -110,6 +114,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             log.warning("loading data left pending by an earlier sync that did not finish")
             pipeline.run()
             upkeep.remove_copies_left_by_a_resumed_load(pipeline)
+        pipeline = follow_destination_state(pipeline)
         source = stackai(
             flows=[str(flow) for flow in settings.flows],
             orgs=list(settings.orgs),
@@ -133,7 +138,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             done = [FlowRef.parse(n) for n, f in report.flows.items() if f.status == "ok"]
             if done:
                 upkeep.drop_rows_not_loaded_by(pipeline, done, info.loads_ids)
-        _refresh_views(settings.duckdb_path, settings.sql_dir, report)
+        _refresh_views(pipeline, settings.sql_dir, report)
     except Exception as exc:  # reported per flow and as the sync's error, never a traceback
         if isinstance(exc.__cause__, KeyboardInterrupt):
             raise KeyboardInterrupt from None
@@ -149,11 +154,11 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             flow_report.retries = sum(n for p, n in stats.retries.items() if p.endswith(suffix))
 
 
-def _refresh_views(duckdb_path: Path, sql_dir: Path | None, report: SyncReport) -> None:
+def _refresh_views(pipeline: dlt.Pipeline, sql_dir: Path | None, report: SyncReport) -> None:
     """Create or replace the views (shipped, then `sql_dir`'s) after a load; a broken view never
     undoes the load."""
     try:
-        created = create_views(duckdb_path.expanduser().resolve(), sql_dir=sql_dir)
+        created = create_views(pipeline, sql_dir=sql_dir)
     except SourceTablesMissing:
         log.info("views not created yet: no run has been loaded")
     except ViewError as exc:
