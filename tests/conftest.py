@@ -3,6 +3,7 @@ file in a temporary folder. Ground truth comes from the simulator's `World`, nev
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -25,10 +26,15 @@ for _key in ("flows", "orgs", "base_url", "api_key"):
 (_PROJECT / ".dlt" / "config.toml").write_text(tomlkit.dumps(_CONFIG), encoding="utf-8")
 os.environ["DLT_PROJECT_DIR"] = str(_PROJECT)
 
+from pipelines.load.destination import choose  # noqa: E402
 from pipelines.settings import SyncSettings  # noqa: E402
 from pipelines.simulator import SimulatorServer, World  # noqa: E402
 from pipelines.stackai.flows import FlowRef  # noqa: E402
 from pipelines.stackai.http import HttpSettings  # noqa: E402
+from tests.support import postgres  # noqa: E402
+
+DESTINATIONS = ["duckdb", "postgres"]
+"""The destinations the load's guarantees are tested on, for real."""
 
 FAST_HTTP = HttpSettings(
     connect_timeout=5, read_timeout=10, max_attempts=3, backoff_factor=0, jitter=0.05
@@ -69,10 +75,49 @@ def duckdb_path(tmp_path: Path) -> Path:
     return tmp_path / "runs.duckdb"
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres.PostgresServer]:
+    """One throwaway PostgreSQL server for the session (tests/support/postgres.py)."""
+    try:
+        server = postgres.start()
+    except postgres.PostgresUnavailable as exc:
+        if os.environ.get(postgres.REQUIRE_ENV):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: postgres.PostgresServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new empty database, set as dlt's `destination.postgres.credentials` (environment)."""
+    url = postgres_server.create_database(f"t{os.getpid()}_{next(_databases)}")
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", url)
+    return url
+
+
+@pytest.fixture
+def destination(request: pytest.FixtureRequest) -> str:
+    """The destination `settings` load into: duckdb unless a test parametrizes it
+    (`@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)`)."""
+    return getattr(request, "param", "duckdb")
+
+
 @pytest.fixture
 def settings(
-    simulator: SimulatorServer, flows: tuple[FlowRef, ...], duckdb_path: Path
+    simulator: SimulatorServer,
+    flows: tuple[FlowRef, ...],
+    duckdb_path: Path,
+    destination: str,
+    request: pytest.FixtureRequest,
 ) -> SyncSettings:
+    target = None
+    if destination != "duckdb":
+        request.getfixturevalue("postgres_url")
+        target = choose(destination)
     return SyncSettings(
         base_url=simulator.url,
         api_key=simulator.world.api_key,
@@ -80,4 +125,5 @@ def settings(
         duckdb_path=duckdb_path,
         page_size=25,
         http=FAST_HTTP,
+        destination=target,
     )

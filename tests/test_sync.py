@@ -10,18 +10,20 @@ import pytest
 
 from pipelines.load import open_pipeline, run_sync
 from pipelines.stackai.flows import FlowRef
+from tests.conftest import DESTINATIONS
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 
 
 def flow_state(settings, flow: FlowRef) -> dict:
-    pipeline = open_pipeline(settings.duckdb_path)
+    pipeline = open_pipeline(settings.target())
     return pipeline.state["sources"]["stackai"]["resources"][str(flow)]
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_full_sync_equals_the_ground_truth(settings, world):
     report = run_sync(settings, now=world.now)
     assert report.ok, report
-    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world))
+    assert_matches(loaded_runs(settings), expected_runs(world))
     for flow in settings.flows:
         assert report.flows[str(flow)].runs == world.run_count(flow.org_id, flow.flow_id)
 
@@ -42,48 +44,52 @@ def test_column_types_follow_the_contract(settings, world):
     assert not [c for c in types if "__v_" in c], "variant columns appeared"
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_second_sync_with_nothing_new_adds_no_rows_and_one_request_per_flow(settings, world):
     first = run_sync(settings, now=world.now)
     assert first.ok
     assert all(f.new_runs == f.runs > 0 for f in first.flows.values())
-    before = loaded_runs(settings.duckdb_path)
+    before = loaded_runs(settings)
     requests_before = world.request_count
     report = run_sync(settings, now=world.now)
     assert report.ok
     assert all(f.new_runs == 0 < f.runs for f in report.flows.values())  # the tail, re-read
-    assert loaded_runs(settings.duckdb_path) == before
+    assert loaded_runs(settings) == before
     # the tail (1 hour) fits in one page; open runs inside the tail need no re-check
     rechecks = sum(f.rechecks for f in report.flows.values())
     # plus one: the org summary, read once per sync for the flows' names
     assert world.request_count - requests_before == len(settings.flows) + rechecks + 1
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_new_runs_between_syncs_are_added(settings, world):
     assert run_sync(settings, now=world.now).ok
     world.advance(3 * 3600)
     assert run_sync(settings, now=world.now).ok
     # advance() also completes open runs, some older than max_open_run_age (7 days)
     horizon = world.now - settings.rules.max_open_run_age
-    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), horizon)
+    assert_matches(loaded_runs(settings), expected_runs(world), horizon)
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_a_run_that_completes_between_syncs_is_updated_in_place(settings, world):
     flow = settings.flows[0]
     pending = world.add_run(
         flow.org_id, flow.flow_id, date=world.now - timedelta(minutes=10), state="PENDING"
     )
     assert run_sync(settings, now=world.now).ok
-    row = loaded_runs(settings.duckdb_path)[pending["run_id"].lower()]
+    row = loaded_runs(settings)[pending["run_id"].lower()]
     assert row["state"] == "PENDING" and row["llm_usage"] == []
 
     done = world.complete_run(pending["run_id"])
     assert done["llm_usage"], "the simulator should fill in usage on completion"
     assert run_sync(settings, now=world.now).ok
-    loaded = loaded_runs(settings.duckdb_path)
+    loaded = loaded_runs(settings)
     assert loaded[pending["run_id"].lower()]["state"] == done["state"]
     assert_matches(loaded, expected_runs(world))
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_usage_rows_of_a_refetched_run_are_replaced_not_added(settings, world):
     flow = settings.flows[0]
     run = world.add_run(flow.org_id, flow.flow_id, date=world.now - timedelta(minutes=5))
@@ -111,20 +117,21 @@ def test_usage_rows_of_a_refetched_run_are_replaced_not_added(settings, world):
         ],
     )
     assert run_sync(settings, now=world.now).ok
-    assert len(loaded_runs(settings.duckdb_path)[run["run_id"].lower()]["llm_usage"]) == 2
+    assert len(loaded_runs(settings)[run["run_id"].lower()]["llm_usage"]) == 2
     world.update_run(run["run_id"], llm_usage=[world.get_run(run["run_id"])["llm_usage"][1]])
     assert run_sync(settings, now=world.now).ok
-    loaded = loaded_runs(settings.duckdb_path)
+    loaded = loaded_runs(settings)
     assert [u["model_id"] for u in loaded[run["run_id"].lower()]["llm_usage"]] == ["claude"]
     assert_matches(loaded, expected_runs(world))
     # down to none: no row is left to replace the old one, which must still go
     world.update_run(run["run_id"], llm_usage=[])
     assert run_sync(settings, now=world.now).ok
-    loaded = loaded_runs(settings.duckdb_path)  # also checks no usage row lost its run
+    loaded = loaded_runs(settings)  # also checks no usage row lost its run
     assert loaded[run["run_id"].lower()]["llm_usage"] == []
     assert_matches(loaded, expected_runs(world))
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_two_flows_keep_their_own_cursors(settings, world):
     first, second = settings.flows[0], settings.flows[1]
     only_first = replace(settings, flows=(first,))
@@ -132,7 +139,7 @@ def test_two_flows_keep_their_own_cursors(settings, world):
     cursor_first = flow_state(settings, first)["cursor"]
     assert (
         str(second)
-        not in open_pipeline(settings.duckdb_path).state["sources"]["stackai"]["resources"]
+        not in open_pipeline(settings.target()).state["sources"]["stackai"]["resources"]
     )
 
     world.advance(2 * 3600)
@@ -147,7 +154,7 @@ def test_two_flows_keep_their_own_cursors(settings, world):
 def test_parent_runs_land_flat_whatever_the_api_sends(settings, world, parent_style):
     world.parent_style = parent_style
     assert run_sync(settings, now=world.now).ok
-    loaded = loaded_runs(settings.duckdb_path)
+    loaded = loaded_runs(settings)
     children = [r for r in loaded.values() if r["parent_run_id"]]
     assert children, "the simulator should serve sub-workflow runs"
     for child in children:
@@ -160,7 +167,7 @@ def test_parent_runs_land_flat_whatever_the_api_sends(settings, world, parent_st
 def test_any_sort_order_gives_the_same_table(settings, world, sort_order):
     world.sort_order = sort_order
     assert run_sync(settings, now=world.now).ok
-    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world))
+    assert_matches(loaded_runs(settings), expected_runs(world))
 
 
 def test_an_unknown_flow_fails_alone(settings, world):
@@ -169,7 +176,7 @@ def test_an_unknown_flow_fails_alone(settings, world):
     assert not report.ok
     assert [f.flow for f in report.failed] == [str(ghost)]
     assert "flow not found" in report.flows[str(ghost)].error
-    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world))
+    assert_matches(loaded_runs(settings), expected_runs(world))
 
 
 def test_a_rejected_key_fails_every_flow_and_names_them(settings, world):
@@ -182,6 +189,7 @@ def test_a_rejected_key_fails_every_flow_and_names_them(settings, world):
         assert "sk-wrong" not in error
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_a_full_refresh_counts_as_new_only_runs_not_stored_before(settings, world):
     assert run_sync(settings, now=world.now).ok
     flow = settings.flows[0]

@@ -1,4 +1,4 @@
-"""Compare what landed in DuckDB with the simulator's ground truth, field by field.
+"""Compare what landed in DuckDB or PostgreSQL with the simulator's ground truth, field by field.
 
 The expected values are derived here from the served JSON with the standard library only, so a
 bug in the project's normaliser cannot hide in both sides of the comparison.
@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
+from pipelines.settings import SyncSettings
 from pipelines.simulator import World
+from tests.support.store import query, scalar
 
 RUN_FIELDS = (
     "conversation_id",
@@ -84,20 +84,16 @@ def expected_runs(world: World, flows=None) -> dict[str, dict[str, Any]]:
     }
 
 
-def loaded_runs(path: Path) -> dict[str, dict[str, Any]]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        con.execute("set timezone = 'UTC'")
-        cursor = con.execute("select * from stackai.flow_runs")
-        names = [d[0] for d in cursor.description]
-        rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-        cursor = con.execute(
-            "select u.*, r.run_id as root_run_id from stackai.flow_runs__llm_usage u"
-            " join stackai.flow_runs r on u._dlt_root_id = r._dlt_id"
-            " order by u._dlt_list_idx"
-        )
-        names = [d[0] for d in cursor.description]
-        usage = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-        (stored,) = con.execute("select count(*) from stackai.flow_runs__llm_usage").fetchone()
+def loaded_runs(target: SyncSettings | Path) -> dict[str, dict[str, Any]]:
+    """Every stored run with its `llm_usage`, from the DuckDB file or the settings' destination."""
+    rows = query(target, "select * from stackai.flow_runs")
+    usage = query(
+        target,
+        "select u.*, r.run_id as root_run_id from stackai.flow_runs__llm_usage u"
+        " join stackai.flow_runs r on u._dlt_root_id = r._dlt_id"
+        " order by u._dlt_list_idx",
+    )
+    stored = scalar(target, "select count(*) from stackai.flow_runs__llm_usage")
     assert stored == len(usage), f"{stored - len(usage)} usage rows without their run"
     runs: dict[str, dict[str, Any]] = {}
     for row in rows:

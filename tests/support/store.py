@@ -1,0 +1,45 @@
+"""Read what a sync stored, from whichever destination its settings name (DuckDB or PostgreSQL),
+as plain Python values: timestamps aware in UTC, one dict per row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pipelines.settings import SyncSettings
+
+
+def query(target: SyncSettings | Path, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """Rows of `sql` (DuckDB's `?` placeholders or PostgreSQL's `%s`: write `%s`)."""
+    if isinstance(target, SyncSettings) and target.target().name == "postgres":
+        return _postgres(sql, params)
+    path = target.target().duckdb_path if isinstance(target, SyncSettings) else target
+    with duckdb.connect(str(path), read_only=True) as con:
+        con.execute("set timezone = 'UTC'")
+        cursor = con.execute(sql.replace("%s", "?"), list(params))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def scalar(target: SyncSettings | Path, sql: str, *params: Any) -> Any:
+    (row,) = query(target, sql, *params)
+    (value,) = row.values()
+    return value
+
+
+def _postgres(sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    import os
+
+    import psycopg2
+
+    con = psycopg2.connect(os.environ["DESTINATION__POSTGRES__CREDENTIALS"])
+    try:
+        with con.cursor() as cursor:
+            cursor.execute("set time zone 'UTC'")
+            cursor.execute(sql, params or None)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        con.close()
