@@ -25,6 +25,9 @@ for _key in ("flows", "orgs", "base_url", "api_key"):
     _CONFIG.get("sources", {}).get("stackai", {}).pop(_key, None)
 (_PROJECT / ".dlt" / "config.toml").write_text(tomlkit.dumps(_CONFIG), encoding="utf-8")
 os.environ["DLT_PROJECT_DIR"] = str(_PROJECT)
+# A server destination's working folder lives in dlt's data folder (~/.dlt, /var/dlt as root):
+# the tests' go to a temporary one.
+os.environ["DLT_DATA_DIR"] = str(_PROJECT / "dlt-data")
 
 from pipelines.load.destination import choose  # noqa: E402
 from pipelines.settings import SyncSettings  # noqa: E402

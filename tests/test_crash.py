@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pipelines.load import run_sync
+from tests.conftest import DESTINATIONS
 from tests.support.cli import ROOT, cli_command, environment, run_python, sync_args_for
 from tests.support.state import stored_cursors
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
@@ -47,6 +48,7 @@ def real_horizon(settings) -> datetime:
         "before_commit",
     ],
 )
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_killed_at_a_pipeline_step_then_rerun_equals_ground_truth(settings, world, point):
     assert run_sync(settings, now=world.now).ok  # an earlier, healthy sync
     world.advance(2 * 3600)  # new runs, and open runs that complete
@@ -57,26 +59,28 @@ def test_killed_at_a_pipeline_step_then_rerun_equals_ground_truth(settings, worl
     report = run_sync(settings, now=world.now)
     assert report.ok, report
     horizon = real_horizon(settings)
-    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), horizon)
+    assert_matches(loaded_runs(settings), expected_runs(world), horizon)
 
 
 @pytest.mark.parametrize("point", ["mid_merge", "mid_usage_merge"])
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_killed_inside_a_merge_leaves_the_stored_runs_in_place(settings, world, point):
     """A full refresh re-reads every run, so its merges delete and re-insert all of them: a kill
     between the two statements must leave the table as it was (one transaction), not empty
     until the package is loaded again (or for good, if the working folder is lost); and usage
     rows stay linked to their runs whichever of the two tables' merges dlt ran first."""
     assert run_sync(settings, now=world.now).ok
-    stored = loaded_runs(settings.duckdb_path)
+    stored = loaded_runs(settings)
     killed = run_and_get_killed(settings, point, "--full-refresh")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert loaded_runs(settings.duckdb_path) == stored
+    assert loaded_runs(settings) == stored
 
     report = run_sync(settings, now=world.now)
     assert report.ok, report
-    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), real_horizon(settings))
+    assert_matches(loaded_runs(settings), expected_runs(world), real_horizon(settings))
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_killed_while_paging_moves_no_cursor_and_rerun_equals_ground_truth(settings, world):
     assert run_sync(settings, now=world.now).ok
     before = stored_cursors(settings)
@@ -106,4 +110,4 @@ def test_killed_while_paging_moves_no_cursor_and_rerun_equals_ground_truth(setti
     report = run_sync(settings, now=world.now)
     assert report.ok, report
     horizon = real_horizon(settings)
-    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), horizon)
+    assert_matches(loaded_runs(settings), expected_runs(world), horizon)

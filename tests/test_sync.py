@@ -138,8 +138,7 @@ def test_two_flows_keep_their_own_cursors(settings, world):
     assert run_sync(only_first, now=world.now).ok
     cursor_first = flow_state(settings, first)["cursor"]
     assert (
-        str(second)
-        not in open_pipeline(settings.target()).state["sources"]["stackai"]["resources"]
+        str(second) not in open_pipeline(settings.target()).state["sources"]["stackai"]["resources"]
     )
 
     world.advance(2 * 3600)

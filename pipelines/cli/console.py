@@ -118,6 +118,13 @@ def print_sync_summary(report: SyncReport) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    if report.nul_replaced:
+        stdout.print(
+            f"[yellow]note[/]: {report.nul_replaced} runs had NUL characters, which PostgreSQL"
+            " cannot store: each was replaced by U+FFFD (the run ids are in the log)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if report.unknown_values:
         listed = ", ".join(f"{k} ({n})" for k, n in sorted(report.unknown_values.items()))
         stdout.print(
@@ -152,7 +159,8 @@ def print_sync_summary(report: SyncReport) -> None:
 
 
 def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
-    """The `--json` summary: `{"ok", "seconds", "error", "runs", "rejected", "flows_discovered",
+    """The `--json` summary: `{"ok", "seconds", "error", "runs", "rejected", "nul_replaced"
+    (runs whose NUL characters became U+FFFD for PostgreSQL), "flows_discovered",
     "flows_new", "flows_unlisted", "flows": [...]}` (discovered: flows the org summary listed
     for `orgs`, null without; new and unlisted: `ORG_ID/FLOW_ID` lists), each flow with its
     name, status, runs, new runs, rejected, pages, requests, retries, open-run
@@ -165,6 +173,7 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
             "error": error,
             "runs": 0,
             "rejected": 0,
+            "nul_replaced": 0,
             "flows_discovered": None,
             "flows_new": [],
             "flows_unlisted": [],
@@ -200,6 +209,7 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
         "error": report.error,
         "runs": sum(f.runs for f in report.flows.values()),
         "rejected": report.rejected,
+        "nul_replaced": report.nul_replaced,
         "flows_discovered": report.flows_discovered,
         "flows_new": report.flows_new,
         "flows_unlisted": report.flows_unlisted,

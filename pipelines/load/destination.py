@@ -20,6 +20,7 @@ from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.destination import Destination
 
 from pipelines.stackai.config import ConfigError
+from pipelines.stackai.progress import SyncReport
 
 DESTINATIONS = ("duckdb", "postgres", "motherduck", "bigquery", "snowflake")
 """dlt destination names `--destination` accepts."""
@@ -122,6 +123,13 @@ def make_destination(choice: DestinationChoice) -> Any:
         # them leaves the runs deleted until the package is loaded again. DuckDB's transactions
         # are atomic (tests/test_crash.py kills a sync there).
         return dlt.destinations.duckdb(credentials, supports_transactions=True)
+    if choice.name == "postgres":
+        # dlt's unique constraints on `_dlt_id` make a resumed job's second copy into the staging
+        # table (dlt-hub/dlt#3023) fail for good, so the package never loads; without them the
+        # copy is removed after the load as on DuckDB (`upkeep`), and `upkeep.index_tables`
+        # adds the plain indexes the merges and views need. dlt 1.31 leaves PostgreSQL's
+        # `supports_transactions` unset too, with the same effect as on DuckDB (above).
+        return dlt.destinations.postgres(create_indexes=False, supports_transactions=True)
     return Destination.from_reference(choice.name)
 
 
@@ -162,3 +170,27 @@ def _working_folder_lock(choice: DestinationChoice, timeout: float) -> Iterator[
     folder.mkdir(parents=True, exist_ok=True)
     with lock.sync_lock(folder / "sync", timeout, what=choice.describe()):
         yield
+
+
+def adapt_source(source: Any, pipeline: dlt.Pipeline, report: SyncReport | None = None) -> Any:
+    """Fit a `stackai` source's file formats and text to the pipeline's destination.
+
+    On PostgreSQL: Arrow tables load by CSV `COPY` (dlt's parquet path needs the ADBC driver,
+    an extra; a 'parquet' hint without it only earns a warning), and NUL characters become
+    U+FFFD (`nul.py`). Elsewhere the source is left as it is.
+
+    Returns:
+        The same source.
+    """
+    from pipelines.load.nul import nul_replacer
+    from pipelines.stackai import endpoint
+
+    if pipeline.destination is None or pipeline.destination.destination_name != "postgres":
+        return source
+    for resource in source.resources.values():
+        if resource.compute_table_schema().get("file_format") == "parquet":
+            resource.apply_hints(file_format="csv")
+            for table in (endpoint.LLM_USAGE_TABLE,):
+                resource.apply_hints(table_name=table, create_table_variant=True, file_format="csv")
+        resource.add_map(nul_replacer(report))
+    return source

@@ -16,7 +16,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipelines.analysis.views import SourceTablesMissing, ViewError, create_views
 from pipelines.load import upkeep
-from pipelines.load.destination import lock_for
+from pipelines.load.destination import adapt_source, lock_for
 from pipelines.load.duckdb_file import check_duckdb_path
 from pipelines.load.pipeline import configure_dlt, open_pipeline
 from pipelines.load.state import follow_destination_state
@@ -132,7 +132,8 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             # copies a resumed load leaves are removed above, after `pipeline.run()`
             deduplicate=False,
         )
-        info = load_source(pipeline, source)
+        info = load_source(pipeline, adapt_source(source, pipeline, report))
+        upkeep.index_tables(pipeline)
         if settings.full_refresh:
             # a skipped flow (deleted since the summary listed it) read nothing: keep its runs
             done = [FlowRef.parse(n) for n, f in report.flows.items() if f.status == "ok"]

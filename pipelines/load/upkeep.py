@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -12,6 +13,9 @@ from pipelines.stackai.flows import FlowRef
 
 log = logging.getLogger(__name__)
 
+ROW_IDS = {"duckdb": "rowid", "postgres": "ctid"}
+"""A row's physical id per sqlglot dialect: what tells exact copies apart."""
+
 
 def remove_copies_left_by_a_resumed_load(pipeline: dlt.Pipeline) -> None:
     """Delete exact copies of rows (same `_dlt_id`) that resuming a killed load can leave.
@@ -21,16 +25,24 @@ def remove_copies_left_by_a_resumed_load(pipeline: dlt.Pipeline) -> None:
     single tables by key, but copies a root table with nested tables row by row
     (dlt-hub/dlt#3023, dlt 1.31). `flow_runs` is such a root, and `flow_runs_rejected` is
     appended directly. Copies share `_dlt_id`, so one of each is kept.
+
+    Needs a physical row id: DuckDB's `rowid`, PostgreSQL's `ctid`; on other destinations
+    (configured, not tested) the copies are left and logged.
     """
     with pipeline.sql_client() as client:
+        row_id = ROW_IDS.get(client.capabilities.sqlglot_dialect)
+        if row_id is None:
+            log.warning("copies left by a resumed load are not removed on this destination")
+            return
         existing = _existing_tables(pipeline, client)
         for table in (endpoint.RUNS_TABLE, endpoint.LLM_USAGE_TABLE, endpoint.REJECTED_TABLE):
             if table not in existing:
                 continue
             name = client.make_qualified_table_name(table)
             client.execute_sql(
-                f"delete from {name} where rowid in (select rowid from (select rowid,"
-                f" row_number() over (partition by _dlt_id) as copy from {name}) where copy > 1)"
+                f"delete from {name} where {row_id} in (select {row_id} from (select {row_id},"
+                f" row_number() over (partition by _dlt_id) as copy from {name}) as numbered"
+                " where copy > 1)"
             )
 
 
@@ -115,21 +127,21 @@ def drop_rows_not_loaded_by(
     if not load_ids:
         return
     table = endpoint.RUNS_TABLE
-    ids = ", ".join("'" + load_id.replace("'", "''") + "'" for load_id in load_ids)
+    ids = ", ".join(_quote(load_id) for load_id in load_ids)
     with pipeline.sql_client() as client, client.begin_transaction():
         runs = client.make_qualified_table_name(table)
         usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
         rejected = client.make_qualified_table_name(endpoint.REJECTED_TABLE)
         existing = _existing_tables(pipeline, client)
         # A run the API still returns but whose record was rejected this time is not stale:
-        # its last good version stays, as in any sync.
+        # its last good version stays, as in any sync. Read in Python: the raw text may not
+        # be JSON at all, and JSON functions differ between destinations.
+        kept = (
+            _rejected_run_ids(client, rejected, ids) if endpoint.REJECTED_TABLE in existing else []
+        )
         still_served = ""
-        if endpoint.REJECTED_TABLE in existing:
-            still_served = (
-                f" and run_id not in (select lower(trim(raw ->> '$.run_id')) from {rejected}"
-                f" where _dlt_load_id in ({ids}) and json_valid(raw)"
-                f" and json_type(raw) = 'OBJECT' and raw ->> '$.run_id' is not null)"
-            )
+        if kept:
+            still_served = " and run_id not in (" + ", ".join(_quote(k) for k in kept) + ")"
         for flow in flows:
             stale = (
                 f"select _dlt_id from {runs} where org_id = %s and flow_id = %s"
@@ -152,3 +164,45 @@ def drop_rows_not_loaded_by(
                     flow.flow_id,
                 )
             log.info("flow %s: full refresh done, rows not re-read were removed", flow)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _rejected_run_ids(client: Any, rejected: str, ids: str) -> list[str]:
+    """run_ids (lowercase) of the records rejected by these loads that are JSON objects with one."""
+    found = set()
+    for (raw,) in client.execute_sql(f"select raw from {rejected} where _dlt_load_id in ({ids})"):
+        try:
+            record = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            continue
+        run_id = record.get("run_id") if isinstance(record, dict) else None
+        if run_id is not None:
+            found.add(str(run_id).strip().lower())
+    return sorted(found)
+
+
+INDEXES = {
+    endpoint.RUNS_TABLE: ("run_id", "_dlt_id"),
+    endpoint.LLM_USAGE_TABLE: ("run_id", "_dlt_root_id"),
+}
+"""Plain (non-unique) indexes made on PostgreSQL, where dlt's own are turned off."""
+
+
+def index_tables(pipeline: dlt.Pipeline) -> None:
+    """Create the indexes of `INDEXES` on PostgreSQL when missing (merges delete by `run_id`,
+    the views join usage to runs on `_dlt_root_id`); nothing elsewhere."""
+    with pipeline.sql_client() as client:
+        if client.capabilities.sqlglot_dialect != "postgres":
+            return
+        existing = _existing_tables(pipeline, client)
+        for table, columns in INDEXES.items():
+            if table not in existing:
+                continue
+            name = client.make_qualified_table_name(table)
+            for column in columns:
+                client.execute_sql(
+                    f"create index if not exists {table}__{column}_idx on {name} ({column})"
+                )

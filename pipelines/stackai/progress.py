@@ -64,12 +64,24 @@ class SyncReport:
     flows_unlisted: list[str] = field(default_factory=list)
     """Flows the summary listed before and no longer lists (not read; their runs are kept)."""
     seconds: float = 0.0
+    nul_replaced_runs: set[str] = field(default_factory=set)
+    """run_ids where a NUL was replaced by U+FFFD for the destination (PostgreSQL)."""
     on_progress: ProgressCallback | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def flow(self, name: str) -> FlowReport:
         with self._lock:
             return self.flows.setdefault(name, FlowReport(flow=name))
+
+    def count_nul(self, run_ids: list[str]) -> None:
+        """Runs (by run_id) whose text had NUL replaced for the destination."""
+        with self._lock:
+            self.nul_replaced_runs.update(run_ids)
+
+    @property
+    def nul_replaced(self) -> int:
+        """Runs whose text had NUL replaced by U+FFFD (PostgreSQL only)."""
+        return len(self.nul_replaced_runs)
 
     def start(self, report: FlowReport) -> None:
         report.status = "running"

@@ -96,6 +96,9 @@ def sync_args(
 def sync_args_for(settings: Any) -> list[str]:
     """`sync_args` of a `SyncSettings` (its URL, file, flows and page size; the key is not an
     argument: pass it as `STACKAI_API_KEY` in `env`)."""
-    return sync_args(
+    args = sync_args(
         settings.base_url, settings.duckdb_path, settings.flows, page_size=settings.page_size
     )
+    if settings.target().name != "duckdb":
+        args += ["--destination", settings.target().name]
+    return args

@@ -14,6 +14,7 @@ import sys
 
 from dlt.common.storages import FileStorage
 from dlt.destinations.impl.duckdb.duck import DuckDbCopyJob
+from dlt.destinations.impl.postgres.postgres import PostgresCsvCopyJob
 from dlt.destinations.job_client_impl import SqlLoadJob
 from dlt.load.load import Load
 from dlt.pipeline.pipeline import Pipeline
@@ -23,13 +24,15 @@ def _die(*args: object, **kwargs: object) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-_copy_into_staging = DuckDbCopyJob.run
+def _die_after_committing_runs(job_class: type):
+    copy_into_staging = job_class.run
 
+    def run(job) -> None:
+        copy_into_staging(job)
+        if job.load_table_name == "flow_runs":
+            _die()
 
-def _die_after_committing_runs(job: DuckDbCopyJob) -> None:
-    _copy_into_staging(job)
-    if job.load_table_name == "flow_runs":
-        _die()
+    return run
 
 
 _run_sql_job = SqlLoadJob.run
@@ -71,17 +74,22 @@ KILL_POINTS = {
 KILL_AFTER = {
     # the runs' file copied into the staging dataset and committed, before dlt records the job
     # as done: on resume the job runs again (dlt-hub/dlt#3023)
-    "after_staging_commit": (DuckDbCopyJob, "run", _die_after_committing_runs),
+    "after_staging_commit": [
+        (DuckDbCopyJob, "run", _die_after_committing_runs(DuckDbCopyJob)),
+        (PostgresCsvCopyJob, "run", _die_after_committing_runs(PostgresCsvCopyJob)),
+    ],
     # inside the merge of flow_runs: rows being replaced deleted, their new versions not inserted
-    "mid_merge": (SqlLoadJob, "run", _die_between_delete_and_insert("flow_runs")),
-    "mid_usage_merge": (SqlLoadJob, "run", _die_between_delete_and_insert("flow_runs__llm_usage")),
+    "mid_merge": [(SqlLoadJob, "run", _die_between_delete_and_insert("flow_runs"))],
+    "mid_usage_merge": [
+        (SqlLoadJob, "run", _die_between_delete_and_insert("flow_runs__llm_usage"))
+    ],
 }
 
 if __name__ == "__main__":
     point = sys.argv[1]
     if point in KILL_AFTER:
-        owner, name, replacement = KILL_AFTER[point]
-        setattr(owner, name, replacement)
+        for owner, name, replacement in KILL_AFTER[point]:
+            setattr(owner, name, replacement)
     else:
         owner, name = KILL_POINTS[point]
         setattr(owner, name, _die)

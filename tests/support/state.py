@@ -13,7 +13,7 @@ from pipelines.stackai.window import FlowState
 def stored_states(settings: SyncSettings) -> dict[str, dict[str, Any]]:
     """Each flow's stored state as dlt keeps it (`sources.stackai.resources`), by resource name
     (`ORG_ID/FLOW_ID`); empty before a first sync."""
-    sources = open_pipeline(settings.duckdb_path).state["sources"]
+    sources = open_pipeline(settings.target()).state.get("sources", {})
     return dict(sources.get("stackai", {}).get("resources", {}))
 
 
