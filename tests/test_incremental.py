@@ -14,20 +14,22 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import hypothesis
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pipelines.load import pipelines_dir_for, run_sync
+from pipelines.load.destination import choose
 from pipelines.settings import SyncSettings
 from pipelines.simulator import SimulatorServer, World
 from pipelines.simulator.contract import FINAL_STATES, OPEN_STATES
 from pipelines.stackai.flows import FlowRef
 from pipelines.stackai.progress import SyncReport
 from pipelines.stackai.window import WindowRules
+from tests.conftest import DESTINATIONS
 from tests.support.state import stored_state
+from tests.support.store import execute, query, scalar
 from tests.support.truth import assert_matches, expected_run, expected_runs, loaded_runs
 
 ANCHOR = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=10)
@@ -51,13 +53,20 @@ def world() -> World:
 
 
 @pytest.fixture
-def settings(simulator: SimulatorServer, flows, duckdb_path: Path) -> SyncSettings:
+def settings(
+    simulator: SimulatorServer, flows, duckdb_path: Path, destination, request
+) -> SyncSettings:
+    target = None
+    if destination != "duckdb":
+        request.getfixturevalue("postgres_url")
+        target = choose(destination)
     return SyncSettings(
         base_url=simulator.url,
         api_key=simulator.world.api_key,
         flows=flows,
         duckdb_path=duckdb_path,
         page_size=PAGE_SIZE,
+        destination=target,
     )
 
 
@@ -137,7 +146,7 @@ def old_final_run(world: World, flow: FlowRef, age: timedelta) -> str:
 def row_as_served(settings: SyncSettings, world: World, flow: FlowRef, run_id: str) -> tuple:
     """(the stored row, the row the served run should give), restricted to the compared fields."""
     want = expected_run(flow.org_id, flow.flow_id, world.get_run(run_id))
-    got = loaded_runs(settings.duckdb_path)[run_id.lower()]
+    got = loaded_runs(settings)[run_id.lower()]
     return {name: got.get(name) for name in want}, want
 
 
@@ -171,7 +180,7 @@ def test_runs_started_while_a_flow_pages_are_neither_lost_nor_doubled(settings, 
     world.before_page = None
     assert inside, "precondition: the flow should take more than one page"
 
-    loaded = loaded_runs(settings.duckdb_path)  # fails on a duplicate run_id
+    loaded = loaded_runs(settings)  # fails on a duplicate run_id
     assert existing <= set(loaded), f"lost: {sorted(existing - set(loaded))[:3]}"
     assert set(loaded) - existing <= set(inside), "only newcomers dated inside the window"
     assert after_end[0] not in loaded, "a run dated after the pinned end was read"
@@ -179,7 +188,7 @@ def test_runs_started_while_a_flow_pages_are_neither_lost_nor_doubled(settings, 
 
     world.advance(15 * 60)
     sync(settings, world)
-    loaded = loaded_runs(settings.duckdb_path)
+    loaded = loaded_runs(settings)
     assert set(inside + after_end) <= set(loaded)
     assert_matches(loaded, expected_runs(world), horizon(world, settings))
 
@@ -213,7 +222,7 @@ def test_a_run_shown_on_two_pages_is_stored_and_counted_once(settings, world):
     world.before_page = None
     assert on_both_pages, "precondition: the API should have served a run on two pages"
 
-    loaded = of_flow(loaded_runs(settings.duckdb_path), flow)  # fails on a duplicate run_id
+    loaded = of_flow(loaded_runs(settings), flow)  # fails on a duplicate run_id
     assert existing <= set(loaded)
     assert on_both_pages[0].lower() in loaded
     assert report.flows[str(flow)].runs == len(loaded)
@@ -232,7 +241,7 @@ def test_an_open_run_older_than_the_tail_is_rechecked_with_a_narrow_window(setti
     )["run_id"]
     date = world.run_instant(run_id)
     sync(settings, world)
-    assert loaded_runs(settings.duckdb_path)[run_id.lower()]["state"] == "PENDING"
+    assert loaded_runs(settings)[run_id.lower()]["state"] == "PENDING"
 
     world.complete_run(run_id)
     world.advance(30 * 60)
@@ -249,9 +258,7 @@ def test_an_open_run_older_than_the_tail_is_rechecked_with_a_narrow_window(setti
 
     got, want = row_as_served(settings, world, flow, run_id)
     assert got == want
-    assert_matches(
-        loaded_runs(settings.duckdb_path), expected_runs(world), horizon(world, settings)
-    )
+    assert_matches(loaded_runs(settings), expected_runs(world), horizon(world, settings))
 
 
 def test_an_open_run_older_than_max_open_run_age_is_no_longer_rechecked(settings, world):
@@ -415,7 +422,7 @@ def test_flows_with_cursors_days_apart_each_read_from_their_own(settings, world)
     for flow in settings.flows:
         assert stored_state(settings, flow).cursor == newest(world, flow)
     assert newest(world, fresh) - newest(world, stale) > timedelta(days=2)
-    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world))
+    assert_matches(loaded_runs(settings), expected_runs(world))
 
 
 @pytest.mark.parametrize("initial_start_age", [None, timedelta(days=9)], ids=["history", "9d"])
@@ -446,6 +453,7 @@ def test_a_flow_added_later_starts_from_initial_start(settings, world, initial_s
 # -------------------------------------------------------------------------------- 6. backfill
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_a_backfill_rereads_its_window_merges_and_keeps_the_cursor(settings, world):
     """Rule: `since`/`until` re-read exactly that window for every flow, merge on run_id (an
     edited old run lands in place), and never move a cursor backwards."""
@@ -472,21 +480,20 @@ def test_a_backfill_rereads_its_window_merges_and_keeps_the_cursor(settings, wor
         assert stored_state(settings, f).cursor == cursors[f], "the cursor moved"
     got, want = row_as_served(settings, world, flow, run_id)
     assert got == want
-    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world))
+    assert_matches(loaded_runs(settings), expected_runs(world))
 
 
 # ---------------------------------------------------------------------------- 7. full refresh
 
 
 def load_ids(settings: SyncSettings, flow: FlowRef) -> dict[str, str]:
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
-        return dict(
-            con.execute(
-                "select run_id, _dlt_load_id from stackai.flow_runs"
-                " where org_id = ? and flow_id = ?",
-                [flow.org_id, flow.flow_id],
-            ).fetchall()
-        )
+    rows = query(
+        settings,
+        "select run_id, _dlt_load_id from stackai.flow_runs where org_id = %s and flow_id = %s",
+        flow.org_id,
+        flow.flow_id,
+    )
+    return {r["run_id"]: r["_dlt_load_id"] for r in rows}
 
 
 STALE_RUN_ID = "00000000-0000-4000-8000-00000000dead"
@@ -494,32 +501,37 @@ STALE_RUN_ID = "00000000-0000-4000-8000-00000000dead"
 
 def insert_stale_run(settings: SyncSettings, flow: FlowRef, date: datetime) -> str:
     """A stored run (and one usage row) that the API does not return, with the flow's ids."""
-    with duckdb.connect(str(settings.duckdb_path)) as con:
-        (load_id,) = con.execute(
-            "select max(_dlt_load_id) from stackai.flow_runs where flow_id = ?", [flow.flow_id]
-        ).fetchone()
-        con.execute(
-            "insert into stackai.flow_runs (run_id, org_id, flow_id, date, state, _dlt_load_id,"
-            " _dlt_id) values (?, ?, ?, ?, 'COMPLETED', ?, 'stale-run-dlt-id')",
-            [STALE_RUN_ID, flow.org_id, flow.flow_id, date, load_id],
-        )
-        con.execute(
-            "insert into stackai.flow_runs__llm_usage (run_id, provider, model_id, _dlt_root_id,"
-            " _dlt_parent_id, _dlt_list_idx, _dlt_id, _dlt_load_id) values (?, 'OpenAI',"
-            " 'gpt-4o', 'stale-run-dlt-id', 'stale-run-dlt-id', 0, 'stale-usage-dlt-id', ?)",
-            [STALE_RUN_ID, load_id],
-        )
+    load_id = scalar(
+        settings, "select max(_dlt_load_id) from stackai.flow_runs where flow_id = %s", flow.flow_id
+    )
+    execute(
+        settings,
+        "insert into stackai.flow_runs (run_id, org_id, flow_id, date, state, _dlt_load_id,"
+        " _dlt_id) values (%s, %s, %s, %s, 'COMPLETED', %s, 'stale-run-dlt-id')",
+        STALE_RUN_ID,
+        flow.org_id,
+        flow.flow_id,
+        date,
+        load_id,
+    )
+    execute(
+        settings,
+        "insert into stackai.flow_runs__llm_usage (run_id, provider, model_id, _dlt_root_id,"
+        " _dlt_parent_id, _dlt_list_idx, _dlt_id, _dlt_load_id) values (%s, 'OpenAI',"
+        " 'gpt-4o', 'stale-run-dlt-id', 'stale-run-dlt-id', 0, 'stale-usage-dlt-id', %s)",
+        STALE_RUN_ID,
+        load_id,
+    )
     return STALE_RUN_ID
 
 
 def usage_rows_of(settings: SyncSettings, run_id: str) -> int:
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
-        (count,) = con.execute(
-            "select count(*) from stackai.flow_runs__llm_usage where run_id = ?", [run_id]
-        ).fetchone()
-    return count
+    return scalar(
+        settings, "select count(*) from stackai.flow_runs__llm_usage where run_id = %s", run_id
+    )
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_a_full_refresh_rebuilds_one_flow_and_leaves_the_others_alone(settings, world):
     """Rule: `full_refresh` of a flow ignores its state, reloads its whole history (an old run
     edited outside every window lands), deletes its rows the API no longer returns (with their
@@ -529,7 +541,7 @@ def test_a_full_refresh_rebuilds_one_flow_and_leaves_the_others_alone(settings, 
     run_id = old_final_run(world, target, timedelta(days=20))
     world.update_run(run_id, feedback=f"edited {run_id}")
     stale = insert_stale_run(settings, target, world.now - timedelta(days=3))
-    assert stale in loaded_runs(settings.duckdb_path) and usage_rows_of(settings, stale) == 1
+    assert stale in loaded_runs(settings) and usage_rows_of(settings, stale) == 1
     other_rows, other_state = load_ids(settings, other), stored_state(settings, other)
 
     mark = len(world.requests)
@@ -537,7 +549,7 @@ def test_a_full_refresh_rebuilds_one_flow_and_leaves_the_others_alone(settings, 
 
     assert tail_start(world, target, mark) is None, "the flow's state was not dropped"
     assert not requests_of(world, other, mark)
-    loaded = loaded_runs(settings.duckdb_path)
+    loaded = loaded_runs(settings)
     assert stale not in loaded
     assert usage_rows_of(settings, stale) == 0
     assert_matches(of_flow(loaded, target), expected_runs(world, [target]))
@@ -547,6 +559,7 @@ def test_a_full_refresh_rebuilds_one_flow_and_leaves_the_others_alone(settings, 
     assert_matches(loaded, expected_runs(world))
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_a_full_refresh_keeps_a_run_whose_record_is_now_rejected(settings, world):
     """A run the API still returns, in a record that cannot be loaded this time, is not gone:
     it keeps its last good version (as a normal sync would) and the record is in
@@ -554,16 +567,15 @@ def test_a_full_refresh_keeps_a_run_whose_record_is_now_rejected(settings, world
     target = settings.flows[0]
     sync(settings, world)
     run_id = old_final_run(world, target, timedelta(days=20))
-    before = loaded_runs(settings.duckdb_path)[run_id.lower()]
+    before = loaded_runs(settings)[run_id.lower()]
     world.update_run(run_id, total_tokens="12x")
 
     report = sync(replace(settings, full_refresh=True, flows=(target,)), world)
 
     assert report.flows[str(target)].rejected == 1
-    assert loaded_runs(settings.duckdb_path)[run_id.lower()] == before
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
-        reasons = con.execute("select reason from stackai.flow_runs_rejected").fetchall()
-    assert reasons == [("total_tokens: '12x' is not a valid bigint",)]
+    assert loaded_runs(settings)[run_id.lower()] == before
+    reasons = query(settings, "select reason from stackai.flow_runs_rejected")
+    assert reasons == [{"reason": "total_tokens: '12x' is not a valid bigint"}]
 
 
 # ------------------------------------------------------------------------- 8. a future cursor
@@ -591,7 +603,7 @@ def test_a_cursor_in_the_future_is_reset_to_now_without_reading(settings, world)
     report = sync(settings, world, now=now)
     assert not report.flows[str(ahead)].notes
     assert tail_start(world, ahead, mark) == now - settings.rules.lookback
-    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world))
+    assert_matches(loaded_runs(settings), expected_runs(world))
 
 
 # -------------------------------------------------------------- 9. state belongs with the data
@@ -619,9 +631,7 @@ def test_state_belongs_to_the_duckdb_file(settings, world, tmp_path):
     sync(settings, world)
     for flow in settings.flows:
         assert tail_start(world, flow, mark) == cursors[flow] - settings.rules.lookback
-    assert_matches(
-        loaded_runs(settings.duckdb_path), expected_runs(world), horizon(world, settings)
-    )
+    assert_matches(loaded_runs(settings), expected_runs(world), horizon(world, settings))
 
 
 # ------------------------------------------------------------------ 10. random event sequences
@@ -711,6 +721,4 @@ def test_any_sequence_of_events_ends_in_the_ground_truth(seed, stuck_open_hours,
                 sync(settings, world)
             else:
                 apply_step(world, step)
-        assert_matches(
-            loaded_runs(settings.duckdb_path), expected_runs(world), horizon(world, settings)
-        )
+        assert_matches(loaded_runs(settings), expected_runs(world), horizon(world, settings))

@@ -23,13 +23,23 @@ def query(target: SyncSettings | Path, sql: str, *params: Any) -> list[dict[str,
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def execute(target: SyncSettings | Path, sql: str, *params: Any) -> None:
+    """Run a statement that returns nothing (`%s` placeholders), committed."""
+    if isinstance(target, SyncSettings) and target.target().name == "postgres":
+        _postgres(sql, params, fetch=False)
+        return
+    path = target.target().duckdb_path if isinstance(target, SyncSettings) else target
+    with duckdb.connect(str(path)) as con:
+        con.execute(sql.replace("%s", "?"), list(params))
+
+
 def scalar(target: SyncSettings | Path, sql: str, *params: Any) -> Any:
     (row,) = query(target, sql, *params)
     (value,) = row.values()
     return value
 
 
-def _postgres(sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+def _postgres(sql: str, params: tuple[Any, ...], fetch: bool = True) -> list[dict[str, Any]]:
     import os
 
     import psycopg2
@@ -39,6 +49,9 @@ def _postgres(sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         with con.cursor() as cursor:
             cursor.execute("set time zone 'UTC'")
             cursor.execute(sql, params or None)
+            if not fetch:
+                con.commit()
+                return []
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     finally:
