@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from pipelines.load import pipelines_dir_for, run_sync
 from pipelines.load.destination import choose
+from pipelines.load.destination import pipelines_dir_for as pipelines_dir_of
 from pipelines.settings import SyncSettings
 from pipelines.simulator import SimulatorServer, World
 from pipelines.simulator.contract import FINAL_STATES, OPEN_STATES
@@ -29,7 +30,7 @@ from pipelines.stackai.progress import SyncReport
 from pipelines.stackai.window import WindowRules
 from tests.conftest import DESTINATIONS
 from tests.support.state import stored_state
-from tests.support.store import execute, query, scalar
+from tests.support.store import execute, query, restore, scalar, snapshot
 from tests.support.truth import assert_matches, expected_run, expected_runs, loaded_runs
 
 ANCHOR = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=10)
@@ -626,6 +627,62 @@ def test_state_belongs_to_the_duckdb_file(settings, world, tmp_path):
     working_dir = pipelines_dir_for(settings.duckdb_path.resolve())
     assert working_dir.is_dir(), "precondition: the sync keeps its working dir beside the file"
     shutil.rmtree(working_dir)
+    world.advance(30 * 60)
+    mark = len(world.requests)
+    sync(settings, world)
+    for flow in settings.flows:
+        assert tail_start(world, flow, mark) == cursors[flow] - settings.rules.lookback
+    assert_matches(loaded_runs(settings), expected_runs(world), horizon(world, settings))
+
+
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
+def test_a_destination_restored_from_an_older_copy_catches_up(settings, world, tmp_path, caplog):
+    """Rule: the destination's state is the truth. A destination restored from a copy made
+    before the last sync, beside the working folder that sync left (newer cursors), reads again
+    from the copy's cursors: the runs loaded after the copy are loaded again, none is lost."""
+    sync(settings, world)
+    copy = snapshot(settings, tmp_path)
+    copied_cursors = {flow: newest(world, flow) for flow in settings.flows}
+    world.advance(3 * 3600)
+    sync(settings, world)
+    restore(settings, copy)
+    assert len(loaded_runs(settings)) < len(expected_runs(world)), "precondition: runs lost"
+
+    world.advance(10 * 60)
+    mark = len(world.requests)
+    with caplog.at_level("WARNING"):
+        sync(settings, world)
+    assert "older than the working folder" in caplog.text
+    for flow in settings.flows:
+        assert tail_start(world, flow, mark) == copied_cursors[flow] - settings.rules.lookback
+    assert_matches(loaded_runs(settings), expected_runs(world), horizon(world, settings))
+
+
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
+def test_a_new_destination_beside_an_old_working_folder_starts_from_the_beginning(
+    settings, world, caplog
+):
+    """A destination emptied (or a new database at the same address) while the working folder
+    keeps its cursors: the history is read from the beginning, not from those cursors."""
+    sync(settings, world)
+    if settings.target().name == "postgres":
+        execute(settings, "drop schema stackai cascade")
+        execute(settings, "drop schema stackai_staging cascade")
+    else:
+        settings.duckdb_path.unlink()
+    world.advance(30 * 60)
+    mark = len(world.requests)
+    sync(settings, world)
+    for flow in settings.flows:
+        assert tail_start(world, flow, mark) is None
+    assert_matches(loaded_runs(settings), expected_runs(world))
+
+
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
+def test_a_lost_working_folder_is_rebuilt_from_the_destination(settings, world):
+    sync(settings, world)
+    cursors = {flow: newest(world, flow) for flow in settings.flows}
+    shutil.rmtree(pipelines_dir_of(settings.target()))
     world.advance(30 * 60)
     mark = len(world.requests)
     sync(settings, world)

@@ -3,6 +3,8 @@ as plain Python values: timestamps aware in UTC, one dict per row."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,6 @@ def scalar(target: SyncSettings | Path, sql: str, *params: Any) -> Any:
 
 
 def _postgres(sql: str, params: tuple[Any, ...], fetch: bool = True) -> list[dict[str, Any]]:
-    import os
-
     import psycopg2
 
     con = psycopg2.connect(os.environ["DESTINATION__POSTGRES__CREDENTIALS"])
@@ -54,5 +54,42 @@ def _postgres(sql: str, params: tuple[Any, ...], fetch: bool = True) -> list[dic
                 return []
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        con.close()
+
+
+def snapshot(target: SyncSettings, folder: Path) -> str:
+    """A copy of the destination as it is now (a backup): the DuckDB file copied into `folder`,
+    or a PostgreSQL database made from the current one as its template. Returns its name."""
+    if target.target().name == "postgres":
+        url = os.environ["DESTINATION__POSTGRES__CREDENTIALS"]
+        name = url.rsplit("/", 1)[1]
+        _admin(url, f'create database "{name}_copy" template "{name}"')
+        return f"{name}_copy"
+    path = target.target().duckdb_path
+    copy = folder / f"{path.name}.copy"
+    shutil.copyfile(path, copy)
+    return str(copy)
+
+
+def restore(target: SyncSettings, copy: str) -> None:
+    """Put a `snapshot` back in place of the destination (its working folder is left alone)."""
+    if target.target().name == "postgres":
+        url = os.environ["DESTINATION__POSTGRES__CREDENTIALS"]
+        name = url.rsplit("/", 1)[1]
+        _admin(url, f'drop database "{name}" with (force)')
+        _admin(url, f'create database "{name}" template "{copy}"')
+        return
+    shutil.copyfile(copy, target.target().duckdb_path)
+
+
+def _admin(url: str, sql: str) -> None:
+    import psycopg2
+
+    con = psycopg2.connect(url.rsplit("/", 1)[0] + "/postgres")
+    try:
+        con.autocommit = True
+        with con.cursor() as cursor:
+            cursor.execute(sql)
     finally:
         con.close()
