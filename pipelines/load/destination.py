@@ -190,7 +190,14 @@ def adapt_source(source: Any, pipeline: dlt.Pipeline, report: SyncReport | None 
     for resource in source.resources.values():
         if resource.compute_table_schema().get("file_format") == "parquet":
             resource.apply_hints(file_format="csv")
-            for table in (endpoint.LLM_USAGE_TABLE,):
-                resource.apply_hints(table_name=table, create_table_variant=True, file_format="csv")
+            resource.apply_hints(
+                table_name=endpoint.LLM_USAGE_TABLE, create_table_variant=True, file_format="csv"
+            )
+            # dlt's PostgreSQL takes no JSON lines: rejects load as INSERTs (NUL replaced below)
+            resource.apply_hints(
+                table_name=endpoint.REJECTED_TABLE,
+                create_table_variant=True,
+                file_format="insert_values",
+            )
         resource.add_map(nul_replacer(report))
     return source

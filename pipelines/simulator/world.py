@@ -1058,7 +1058,10 @@ def _summary_row(flow: FlowProfile, window: list[dict]) -> dict:
         "project_name": info.name,
         "total_runs": len(window),
         "total_errors": sum(run["state"] == "FAILED" for run in window),
-        "total_tokens": sum(run["total_tokens"] for run in window),
+        # a test may have set a run's tokens to a bad value: the summary counts numbers only
+        "total_tokens": sum(
+            run["total_tokens"] for run in window if isinstance(run["total_tokens"], int)
+        ),
         "total_users": len({run["user_id"] for run in window} - {None}),
         "is_published": published,
         "public_ui_url": (
