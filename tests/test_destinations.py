@@ -17,7 +17,7 @@ from pipelines.stackai.config import ConfigError
 from tests.conftest import DESTINATIONS
 from tests.support import postgres
 from tests.support.cli import ROOT, cli_command, environment, stackai_runs, sync_args_for
-from tests.support.store import query
+from tests.support.store import execute, query
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 
 NUL_TEXT = "before\x00after \x00"
@@ -172,3 +172,44 @@ def test_a_bad_server_is_one_line_naming_host_and_database_never_the_password(
     for text in (result.stdout, result.stderr):
         assert password not in text and postgres.PASSWORD not in text
     assert "Traceback" not in result.stderr
+
+
+def test_missing_privileges_fail_in_one_line_naming_the_database(
+    settings, world, postgres_server, postgres_url
+):
+    settings = replace(settings, destination=choose("postgres"))
+    assert run_sync(settings, now=world.now).ok  # the owner made the schema and tables
+    execute(settings, "create role reader login password 'reader-secret-pw'")
+    database = postgres_url.rsplit("/", 1)[1]
+    url = f"postgresql://reader:reader-secret-pw@127.0.0.1:{postgres_server.port}/{database}"
+    result = stackai_runs(
+        *sync_args_for(settings),
+        "--destination",
+        "postgres",
+        env={"STACKAI_API_KEY": settings.api_key, "DESTINATION__POSTGRES__CREDENTIALS": url},
+    )
+    assert result.returncode == 1, result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if "sync failed" in x]
+    assert f"postgres at 127.0.0.1:{postgres_server.port}/{database}" in line
+    assert "permission denied" in line
+    assert "reader-secret-pw" not in result.stderr + result.stdout
+
+
+def test_the_password_is_in_no_file_dlt_keeps_nor_in_the_database(settings, world, postgres_url):
+    settings = replace(settings, destination=choose("postgres"))
+    assert run_sync(settings, now=world.now).ok
+    secret = postgres.PASSWORD.encode()
+    folder = pipelines_dir_for(settings.target())
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert files, "precondition: the working folder has dlt's files (state, schemas, trace)"
+    for path in files:
+        assert secret not in path.read_bytes(), path
+    for table in ("_dlt_pipeline_state", "_dlt_loads", "_dlt_version", "flow_runs", "flows"):
+        for row in query(settings, f"select * from stackai.{table}"):
+            assert postgres.PASSWORD not in repr(row), table
+    from dlt.common.pipeline import get_dlt_pipelines_dir  # noqa: F401  (dlt importable)
+
+    from pipelines.load import open_pipeline
+
+    trace = open_pipeline(settings.target()).last_trace
+    assert trace is not None and postgres.PASSWORD not in repr(trace.asdict())

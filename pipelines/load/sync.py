@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import dlt
+from dlt.common.destination.exceptions import DestinationException
 from dlt.common.pipeline import LoadInfo
 from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
@@ -52,6 +53,17 @@ def _explain(exc: BaseException) -> str:
         return redact(transport)
     step = f"{exc.step} step failed: " if isinstance(exc, PipelineStepFailed) else ""
     return redact(f"{step}{type(cause).__name__}: {text}")
+
+
+def _from_the_destination(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DestinationException):
+            return True
+        seen = seen.__cause__ or getattr(seen, "exception", None)
+        if seen is exc:
+            return False
+    return False
 
 
 def run_sync(
@@ -144,6 +156,9 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
         if isinstance(exc.__cause__, KeyboardInterrupt):
             raise KeyboardInterrupt from None
         message = _explain(exc)
+        target = settings.target()
+        if not target.is_duckdb_file and _from_the_destination(exc):
+            message = f"{target.describe()}: {message}"
         log.error("sync failed: %s", message)
         log.debug("sync failure details", exc_info=True)
         report.fail_all(message)
