@@ -213,3 +213,25 @@ def test_the_password_is_in_no_file_dlt_keeps_nor_in_the_database(settings, worl
 
     trace = open_pipeline(settings.target()).last_trace
     assert trace is not None and postgres.PASSWORD not in repr(trace.asdict())
+
+
+CLOUD_CREDENTIALS = {
+    "snowflake": "snowflake://loader:sn0w-secret@kgiotue-wn98412/dlt_data?warehouse=WH&role=R",
+    "motherduck": "md:stackai?motherduck_token=md-secret-token",
+    "bigquery": None,  # a service-account JSON: only the missing case is checked
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLOUD_CREDENTIALS))
+def test_configured_only_destinations_need_credentials_named_by_their_key(name, monkeypatch):
+    monkeypatch.delenv(f"DESTINATION__{name.upper()}__CREDENTIALS", raising=False)
+    with pytest.raises(ConfigError, match=f"DESTINATION__{name.upper()}__CREDENTIALS"):
+        choose(name)
+    url = CLOUD_CREDENTIALS[name]
+    if url is None:
+        return
+    monkeypatch.setenv(f"DESTINATION__{name.upper()}__CREDENTIALS", url)
+    choice = choose(name)
+    secret = url.split(":")[2].split("@")[0] if name == "snowflake" else "md-secret-token"
+    assert choice.name == name and secret not in choice.describe()
+    assert secret not in str(pipelines_dir_for(choice))
