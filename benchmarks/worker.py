@@ -13,7 +13,10 @@ reports (`steps`: dlt's extract / normalize / load seconds; for syncs `ok`, `err
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 import pickle
 import resource
 import sys
@@ -29,8 +32,9 @@ import orjson
 from dlt.sources.rest_api import rest_api_source
 from requests.compat import json as requests_json
 
-from pipelines.load import configure_dlt, load_source, open_pipeline, run_sync
+from pipelines.load import configure_dlt, destination, load_source, open_pipeline, run_sync
 from pipelines.settings import DEFAULT_MEMORY_LIMIT, SyncSettings
+from pipelines.stackai import endpoint
 from pipelines.stackai.client import Page
 from pipelines.stackai.flows import FlowRef
 from pipelines.stackai.progress import SyncReport
@@ -237,12 +241,155 @@ def sync_rest_api(spec: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "ok": True, "cpu_seconds": round(cpu, 3), "steps": _steps(pipeline)}
 
 
+def _file_formats(info: Any) -> dict[str, list[str]]:
+    """Table -> the file formats dlt loaded it from (its completed jobs), e.g. csv or parquet."""
+    formats: dict[str, set[str]] = {}
+    for package in info.load_packages:
+        for job in package.jobs.get("completed_jobs", []):
+            name = job.job_file_info.table_name
+            formats.setdefault(name, set()).add(job.job_file_info.file_format)
+    return {name: sorted(found) for name, found in sorted(formats.items())}
+
+
+def load_postgres(spec: dict[str, Any]) -> dict[str, Any]:
+    """Pages in memory -> the sync's load path into PostgreSQL (credentials from
+    DESTINATION__POSTGRES__CREDENTIALS, dlt's working folder under DLT_DATA_DIR).
+
+    As `run_sync` loads: `destination.choose("postgres")`, `open_pipeline(choice)`,
+    `adapt_source` (Arrow tables as CSV `COPY`, NUL replaced), `load_source`. With
+    `file_format` "parquet" the runs and usage tables are set back to parquet after
+    `adapt_source` (NUL still replaced, rejects still INSERTs), so that dlt loads them with
+    its ADBC parquet job when `adbc-driver-postgresql` is installed.
+    """
+    pages = _load_pages(spec["pages"])
+    flows = [FlowRef.parse(name) for name in pages]
+    report = SyncReport()
+    configure_dlt(spec.get("workers", 4))
+    started = time.perf_counter()
+    choice = destination.choose("postgres")
+    pipeline = open_pipeline(choice)
+    source = stackai(
+        flows=[str(flow) for flow in flows],
+        api_key="in-memory",
+        now=datetime.fromisoformat(spec["now"]),
+        client=MemoryRunsClient(pages),
+        progress=report,
+        deduplicate=False,  # as `stackai-runs sync` runs it
+    )
+    source = destination.adapt_source(source, pipeline, report)
+    if spec.get("file_format") == "parquet":
+        for resource in source.resources.values():
+            resource.apply_hints(file_format="parquet")
+            resource.apply_hints(
+                table_name=endpoint.LLM_USAGE_TABLE,
+                create_table_variant=True,
+                file_format="parquet",
+            )
+    info = load_source(pipeline, source)
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "ok": report.ok,
+        "error": report.error,
+        "runs": sum(f.runs for f in report.flows.values()),
+        "steps": _steps(pipeline),
+        "file_formats": _file_formats(info),
+        "location": choice.location,
+    }
+
+
+PLAIN_COLUMNS: dict[str, str] = {
+    "run_id": "text",
+    "conversation_id": "text",
+    "date": "timestamptz",
+    "is_flow_successful": "boolean",
+    "state": "text",
+    "error": "text",
+    "latency": "double precision",
+    "total_tokens": "bigint",
+    "user_id": "text",
+    "inputs": "text",
+    "outputs": "text",
+    "llms": "text",
+    "feedback": "text",
+    "llm_usage": "jsonb",
+    "run_type": "text",
+    "ran_by_type": "text",
+    "ran_by_id": "text",
+    "ran_by_display_name": "text",
+    "parent_run_id": "text",
+    "parent_project_id": "text",
+    "parent_project_name": "text",
+}
+"""The plain COPY's table: the API record's top-level fields, typed, `llm_usage` as jsonb."""
+
+
+def _csv_field(value: Any) -> Any:
+    if value is None:
+        return "\\N"  # COPY's `null` marker below (an empty field stays an empty string)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")  # PostgreSQL's text holds no NUL
+    return value
+
+
+def copy_postgres(spec: dict[str, Any]) -> dict[str, Any]:
+    """Pages in memory -> one CSV text (orjson-decoded records, one row per run, the top-level
+    fields of `PLAIN_COLUMNS`, `llm_usage` as JSON text, NUL replaced) -> one `COPY ... FROM
+    STDIN (FORMAT csv)` with psycopg2's `copy_expert` into an empty table, one commit. No dedup,
+    no merge, no usage table, no state: the floor of putting these rows into PostgreSQL from
+    Python. The table is created before the timer starts."""
+    import psycopg2
+
+    pages = _load_pages(spec["pages"])
+    table = f"{spec['schema']}.flow_runs"
+    con = psycopg2.connect(os.environ["DESTINATION__POSTGRES__CREDENTIALS"])
+    try:
+        with con.cursor() as cursor:
+            cursor.execute(f"create schema {spec['schema']}")
+            columns = ", ".join(f'"{name}" {kind}' for name, kind in PLAIN_COLUMNS.items())
+            cursor.execute(f"create table {table} ({columns})")
+        con.commit()
+        names = list(PLAIN_COLUMNS)
+        started = time.perf_counter()
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        for bodies in pages.values():
+            for body in bodies:
+                for record in orjson.loads(body):
+                    writer.writerow([_csv_field(record.get(name)) for name in names])
+        written = time.perf_counter()
+        text.seek(0)
+        listed = ", ".join(f'"{name}"' for name in names)
+        with con.cursor() as cursor:
+            cursor.copy_expert(
+                f"copy {table} ({listed}) from stdin with (format csv, null '\\N')", text
+            )
+        con.commit()
+        seconds = time.perf_counter() - started
+    finally:
+        con.close()
+    return {
+        "seconds": seconds,
+        "ok": True,
+        "steps": {},
+        "csv_seconds": round(written - started, 3),
+        "copy_seconds": round(seconds - (written - started), 3),
+        "csv_mb": round(text.tell() / 1e6, 1),
+    }
+
+
 TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "load_ours": load_ours,
     "load_naive": load_naive,
     "load_raw": load_raw,
     "sync": sync,
     "sync_rest_api": sync_rest_api,
+    "load_postgres": load_postgres,
+    "copy_postgres": copy_postgres,
 }
 
 
