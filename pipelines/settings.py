@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import dlt
 import duckdb
@@ -23,6 +24,7 @@ from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 
 from pipelines.load.destination import DestinationChoice, choose
+from pipelines.pricing import ModelPriceOverride, parse_overrides
 from pipelines.stackai import endpoint
 from pipelines.stackai.config import (
     API_KEY_DLT_ENV,
@@ -84,6 +86,9 @@ class SyncConfiguration(StackAIConfiguration):
     """A folder of the user's own view files, applied after the shipped ones."""
     destination: str | None = None
     """dlt destination name (`pipelines.load.destination.DESTINATIONS`); None = duckdb."""
+    model_prices: dict[str, Any] | None = None
+    """Price overrides, `{"PROVIDER/MODEL_ID": {"input_per_mtok", "output_per_mtok", "from"}}`
+    (`pipelines.pricing.parse_overrides`)."""
 
     def on_resolved(self) -> None:
         super().on_resolved()
@@ -96,6 +101,7 @@ class SyncConfiguration(StackAIConfiguration):
             raise ConfigError(
                 f"sources.stackai.lock_timeout must not be negative, got {self.lock_timeout}"
             )
+        parse_overrides(self.model_prices, "sources.stackai.model_prices")
         limit = self.duckdb_memory_limit
         if limit and not _valid_memory_limit(limit):
             raise ConfigError(
@@ -126,6 +132,7 @@ class SyncSettings:
         sql_dir: A folder of the user's own view files, applied after the shipped ones.
         destination: Where to load (`pipelines.load.destination.choose`); None = the DuckDB
             file `duckdb_path`.
+        model_prices: The user's LLM prices, winning over genai-prices' (`pipelines.pricing`).
     """
 
     base_url: str
@@ -145,6 +152,7 @@ class SyncSettings:
     allow_insecure_http: bool = False
     sql_dir: Path | None = None
     destination: DestinationChoice | None = None
+    model_prices: tuple[ModelPriceOverride, ...] = ()
 
     def target(self) -> DestinationChoice:
         """Where this sync loads: `destination`, or the DuckDB file `duckdb_path`."""
@@ -256,6 +264,7 @@ def load_settings(
         allow_insecure_http=config.allow_insecure_http,
         sql_dir=Path(config.sql_dir).expanduser() if config.sql_dir else None,
         destination=target,
+        model_prices=tuple(parse_overrides(config.model_prices, "sources.stackai.model_prices")),
     )
     if settings.since and settings.until and settings.since > settings.until:
         raise ConfigError(f"--since ({since}) is after --until ({until})")

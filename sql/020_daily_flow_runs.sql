@@ -22,22 +22,28 @@
 --   p50_latency_seconds,       double  latency percentiles over the runs with a latency (final
 --   p95_latency_seconds,               runs), quantile_cont: linear interpolation between the
 --   p99_latency_seconds                closest ranks (numpy's default); null when none
+--   cost_usd                   double  USD of the runs' priced LLM calls (stackai.run_costs; 0
+--                                      when none)
+--   unpriced_calls             bigint  the runs' LLM calls with no known price (not in cost_usd)
 
 create or replace view stackai.daily_flow_runs as
 
 with runs_by_day as (
     select
-        org_id,
-        flow_id,
-        flow_name,
-        run_date,
-        state,
-        is_final,
-        is_open,
-        total_tokens,
-        user_id,
-        latency_seconds
-    from stackai.runs
+        runs.org_id,
+        runs.flow_id,
+        runs.flow_name,
+        runs.run_date,
+        runs.state,
+        runs.is_final,
+        runs.is_open,
+        runs.total_tokens,
+        runs.user_id,
+        runs.latency_seconds,
+        run_costs.cost_usd,
+        run_costs.unpriced_calls
+    from stackai.runs as runs
+    inner join stackai.run_costs as run_costs on runs.run_id = run_costs.run_id
 )
 
 select
@@ -57,6 +63,8 @@ select
     count(distinct user_id) as users,
     quantile_cont(latency_seconds, 0.50) as p50_latency_seconds,
     quantile_cont(latency_seconds, 0.95) as p95_latency_seconds,
-    quantile_cont(latency_seconds, 0.99) as p99_latency_seconds
+    quantile_cont(latency_seconds, 0.99) as p99_latency_seconds,
+    cast(sum(cost_usd) as double) as cost_usd,
+    cast(sum(unpriced_calls) as bigint) as unpriced_calls
 from runs_by_day
 group by org_id, flow_id, run_date

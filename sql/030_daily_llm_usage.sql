@@ -13,29 +13,28 @@
 --   tokens, input_tokens,      bigint   sums over the calls that reported usage (0 when none)
 --   output_tokens
 --   calls_without_usage        bigint   calls whose provider reported no token count
+--   input_cost_usd,            double   USD over the priced calls (stackai.llm_usage_costs);
+--   output_cost_usd, cost_usd           null when no call of the row has a price
+--   unpriced_calls             bigint   calls with no known price (not in the costs)
 
 create or replace view stackai.daily_llm_usage as
 
-with llm_calls as (
+with llm_calls_by_day as (
     select
+        org_id,
+        flow_id,
+        flow_name,
+        run_date,
         run_id,
         provider,
         model_id,
         tokens,
         input_tokens,
-        output_tokens
-    from stackai.flow_runs__llm_usage
-),
-
-llm_calls_by_day as (
-    select
-        runs.org_id,
-        runs.flow_id,
-        runs.flow_name,
-        runs.run_date,
-        llm_calls.*
-    from llm_calls
-    inner join stackai.runs as runs on llm_calls.run_id = runs.run_id
+        output_tokens,
+        input_cost_usd,
+        output_cost_usd,
+        cost_usd
+    from stackai.llm_usage_costs
 )
 
 select
@@ -50,6 +49,10 @@ select
     cast(coalesce(sum(tokens), 0) as bigint) as tokens,
     cast(coalesce(sum(input_tokens), 0) as bigint) as input_tokens,
     cast(coalesce(sum(output_tokens), 0) as bigint) as output_tokens,
-    count(*) filter (where tokens is null) as calls_without_usage
+    count(*) filter (where tokens is null) as calls_without_usage,
+    cast(sum(input_cost_usd) as double) as input_cost_usd,
+    cast(sum(output_cost_usd) as double) as output_cost_usd,
+    cast(sum(cost_usd) as double) as cost_usd,
+    count(*) filter (where cost_usd is null) as unpriced_calls
 from llm_calls_by_day
 group by org_id, flow_id, run_date, provider, model_id

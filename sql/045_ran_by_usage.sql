@@ -15,22 +15,27 @@
 --   failure_rate             double       failed / final_runs; null when none finished
 --   tokens                   bigint       sum of total_tokens (0 when none reported)
 --   flows                    bigint       distinct flows run
+--   cost_usd                 double       USD of the runs' priced LLM calls (0 when none)
+--   unpriced_calls           bigint       the runs' LLM calls with no known price
 --   first_seen, last_seen    timestamptz  start of the first and latest run
 
 create or replace view stackai.ran_by_usage as
 
 with runs_by_principal as (
     select
-        org_id,
-        ran_by_type,
-        ran_by_id,
-        ran_by_display_name,
-        flow_id,
-        date,
-        state,
-        is_final,
-        total_tokens
-    from stackai.runs
+        runs.org_id,
+        runs.ran_by_type,
+        runs.ran_by_id,
+        runs.ran_by_display_name,
+        runs.flow_id,
+        runs.date,
+        runs.state,
+        runs.is_final,
+        runs.total_tokens,
+        run_costs.cost_usd,
+        run_costs.unpriced_calls
+    from stackai.runs as runs
+    inner join stackai.run_costs as run_costs on runs.run_id = run_costs.run_id
 )
 
 select
@@ -45,6 +50,8 @@ select
     / nullif(count(*) filter (where is_final), 0) as failure_rate,
     cast(coalesce(sum(total_tokens), 0) as bigint) as tokens,
     count(distinct flow_id) as flows,
+    cast(sum(cost_usd) as double) as cost_usd,
+    cast(sum(unpriced_calls) as bigint) as unpriced_calls,
     min(date) as first_seen,
     max(date) as last_seen
 from runs_by_principal

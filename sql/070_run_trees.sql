@@ -27,20 +27,26 @@
 --   tree_latency_seconds     double       sum of latency_seconds over the tree's runs: compute
 --                                         time spent, not wall time (children run inside their
 --                                         parent's latency)
+--   tree_cost_usd            double       USD of the priced LLM calls of the tree's runs: what a
+--                                         parent run and all its sub-workflows cost together
+--   tree_unpriced_calls      bigint       the tree's LLM calls with no known price
 
 create or replace view stackai.run_trees as
 
 with recursive synced_runs as (
     select
-        run_id,
-        org_id,
-        flow_id,
-        flow_name,
-        date,
-        parent_run_id,
-        total_tokens,
-        latency_seconds
-    from stackai.runs
+        runs.run_id,
+        runs.org_id,
+        runs.flow_id,
+        runs.flow_name,
+        runs.date,
+        runs.parent_run_id,
+        runs.total_tokens,
+        runs.latency_seconds,
+        run_costs.cost_usd,
+        run_costs.unpriced_calls
+    from stackai.runs as runs
+    inner join stackai.run_costs as run_costs on runs.run_id = run_costs.run_id
 ),
 
 runs_with_parent_status as (
@@ -77,7 +83,9 @@ tree_totals as (
         count(*) as tree_runs,
         max(tree_members.depth) as tree_depth,
         cast(coalesce(sum(synced_runs.total_tokens), 0) as bigint) as tree_tokens,
-        cast(coalesce(sum(synced_runs.latency_seconds), 0) as double) as tree_latency_seconds
+        cast(coalesce(sum(synced_runs.latency_seconds), 0) as double) as tree_latency_seconds,
+        cast(coalesce(sum(synced_runs.cost_usd), 0) as double) as tree_cost_usd,
+        cast(coalesce(sum(synced_runs.unpriced_calls), 0) as bigint) as tree_unpriced_calls
     from tree_members
     inner join synced_runs on tree_members.run_id = synced_runs.run_id
     group by tree_members.root_run_id
@@ -100,7 +108,9 @@ select
     tree_totals.tree_runs,
     tree_totals.tree_depth,
     tree_totals.tree_tokens,
-    tree_totals.tree_latency_seconds
+    tree_totals.tree_latency_seconds,
+    tree_totals.tree_cost_usd,
+    tree_totals.tree_unpriced_calls
 from runs_with_parent_status as runs
 left join tree_members on runs.run_id = tree_members.run_id
 left join runs_with_parent_status as roots on tree_members.root_run_id = roots.run_id

@@ -28,7 +28,12 @@ SQL_DIR = Path(str(files("pipelines.sql")))
 
 VIEW_FILE = re.compile(r"^(?P<order>[0-9]+)_(?P<view>[a-z][a-z0-9_]*)\.sql$")
 
-SOURCE_TABLES = (endpoint.RUNS_TABLE, endpoint.LLM_USAGE_TABLE, endpoint.FLOWS_TABLE)
+SOURCE_TABLES = (
+    endpoint.RUNS_TABLE,
+    endpoint.LLM_USAGE_TABLE,
+    endpoint.FLOWS_TABLE,
+    endpoint.COSTS_TABLE,
+)
 """The dlt tables the views read. dlt creates a table only when its first row loads, so a file
 synced from flows with no run yet (or no LLM call yet), or by a version before the flows table,
 lacks them."""

@@ -118,6 +118,15 @@ def print_sync_summary(report: SyncReport) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    if report.calls_unpriced:
+        listed = ", ".join(f"{k} ({n})" for k, n in sorted(report.unpriced_models.items()))
+        stdout.print(
+            f"[yellow]note[/]: {report.calls_unpriced} LLM calls have no known price (cost"
+            f" NULL; see stackai.unpriced_models, or set [sources.stackai.model_prices]):"
+            f" {escape(listed)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if report.nul_replaced:
         stdout.print(
             f"[yellow]note[/]: {report.nul_replaced} runs had NUL characters, which PostgreSQL"
@@ -160,7 +169,9 @@ def print_sync_summary(report: SyncReport) -> None:
 
 def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
     """The `--json` summary: `{"ok", "seconds", "error", "runs", "rejected", "nul_replaced"
-    (runs whose NUL characters became U+FFFD for PostgreSQL), "flows_discovered",
+    (runs whose NUL characters became U+FFFD for PostgreSQL), "calls_priced", "calls_unpriced",
+    "unpriced_models" (LLM calls priced by this sync, those with no known price, and those by
+    `PROVIDER/MODEL_ID`), "flows_discovered",
     "flows_new", "flows_unlisted", "flows": [...]}` (discovered: flows the org summary listed
     for `orgs`, null without; new and unlisted: `ORG_ID/FLOW_ID` lists), each flow with its
     name, status, runs, new runs, rejected, pages, requests, retries, open-run
@@ -174,6 +185,9 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
             "runs": 0,
             "rejected": 0,
             "nul_replaced": 0,
+            "calls_priced": 0,
+            "calls_unpriced": 0,
+            "unpriced_models": {},
             "flows_discovered": None,
             "flows_new": [],
             "flows_unlisted": [],
@@ -210,6 +224,9 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
         "runs": sum(f.runs for f in report.flows.values()),
         "rejected": report.rejected,
         "nul_replaced": report.nul_replaced,
+        "calls_priced": report.calls_priced,
+        "calls_unpriced": report.calls_unpriced,
+        "unpriced_models": report.unpriced_models,
         "flows_discovered": report.flows_discovered,
         "flows_new": report.flows_new,
         "flows_unlisted": report.flows_unlisted,

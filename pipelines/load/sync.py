@@ -17,10 +17,12 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipelines.analysis.views import SourceTablesMissing, ViewError, create_views
 from pipelines.load import upkeep
+from pipelines.load.costs import price_calls
 from pipelines.load.destination import adapt_source, lock_for
 from pipelines.load.duckdb_file import check_duckdb_path
 from pipelines.load.pipeline import configure_dlt, open_pipeline
 from pipelines.load.state import follow_destination_state
+from pipelines.pricing import PriceBook
 from pipelines.settings import SyncSettings
 from pipelines.stackai.client import RunsClient, StackAIError, describe_transport_error
 from pipelines.stackai.config import ConfigError
@@ -151,6 +153,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             done = [FlowRef.parse(n) for n, f in report.flows.items() if f.status == "ok"]
             if done:
                 upkeep.drop_rows_not_loaded_by(pipeline, done, info.loads_ids)
+        _price_calls(pipeline, settings, report)
         _refresh_views(pipeline, settings.sql_dir, report)
     except Exception as exc:  # reported per flow and as the sync's error, never a traceback
         if isinstance(exc.__cause__, KeyboardInterrupt):
@@ -168,6 +171,21 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             suffix = "/" + FlowRef.parse(name).path
             flow_report.requests = sum(n for p, n in stats.requests.items() if p.endswith(suffix))
             flow_report.retries = sum(n for p, n in stats.retries.items() if p.endswith(suffix))
+
+
+def _price_calls(pipeline: dlt.Pipeline, settings: SyncSettings, report: SyncReport) -> None:
+    """Price the LLM calls that need it (`costs.price_calls`); a failure here never undoes the
+    load: the next sync prices what this one did not."""
+    try:
+        pricing = price_calls(pipeline, PriceBook(list(settings.model_prices)))
+    except Exception as exc:
+        report.error = f"LLM call costs not updated (the data is loaded): {_explain(exc)}"
+        log.error("%s", report.error)
+        log.debug("pricing failure details", exc_info=True)
+        return
+    report.calls_priced = pricing.priced
+    report.calls_unpriced = pricing.unpriced
+    report.unpriced_models = dict(pricing.unpriced_models or {})
 
 
 def _refresh_views(pipeline: dlt.Pipeline, sql_dir: Path | None, report: SyncReport) -> None:

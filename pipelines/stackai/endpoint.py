@@ -88,6 +88,8 @@ DATASET_NAME: Final = "stackai"
 
 RUNS_TABLE: Final = "flow_runs"
 LLM_USAGE_TABLE: Final = "flow_runs__llm_usage"
+COSTS_TABLE: Final = "llm_call_costs"
+"""What each LLM call cost (`pipelines.load.costs`): written by the sync, not by the source."""
 """Named as dlt names a nested list's table (`<parent>__<field>`), which it was until the batch
 path; stated here because users' SQL uses it."""
 

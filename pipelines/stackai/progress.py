@@ -64,6 +64,11 @@ class SyncReport:
     flows_unlisted: list[str] = field(default_factory=list)
     """Flows the summary listed before and no longer lists (not read; their runs are kept)."""
     seconds: float = 0.0
+    calls_priced: int = 0
+    """LLM calls priced (or priced again) by this sync (`pipelines.load.costs`)."""
+    calls_unpriced: int = 0
+    """Of those, calls with no known price (NULL cost), by `PROVIDER/MODEL_ID` below."""
+    unpriced_models: dict[str, int] = field(default_factory=dict)
     nul_replaced_runs: set[str] = field(default_factory=set)
     """run_ids where a NUL was replaced by U+FFFD for the destination (PostgreSQL)."""
     on_progress: ProgressCallback | None = None

@@ -1,0 +1,186 @@
+"""After each load: price the LLM calls that have no price yet, or whose price is out of date,
+into `stackai.llm_call_costs` (merge on `call_id`, the call's `_dlt_id` in
+`flow_runs__llm_usage`).
+
+Costs live in a table of their own, computed in Python (`pipelines.pricing`), so every
+destination holds the same figures. A call is priced again when its row changed (a run re-read
+with other tokens or another model) or when the prices did (`PriceBook.version`: genai-prices
+upgraded, an override added or edited): the next sync re-prices the whole history then, even a
+sync with nothing new, without a full refresh. A crash between the load and the pricing only
+leaves calls for the next sync to price.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import dlt
+import pyarrow as pa
+
+from pipelines.pricing import PriceBook
+from pipelines.stackai import endpoint
+
+log = logging.getLogger(__name__)
+
+COSTS_TABLE = endpoint.COSTS_TABLE
+BATCH = 50_000
+"""Calls read and priced at a time: bounds memory whatever the history's size."""
+
+COST_COLUMNS: dict[str, dict[str, Any]] = {
+    "call_id": {"data_type": "text", "nullable": False, "primary_key": True},
+    "run_id": {"data_type": "text", "nullable": False},
+    "provider": {"data_type": "text", "nullable": True},
+    "model_id": {"data_type": "text", "nullable": True},
+    "date": {"data_type": "timestamp", "nullable": False, "timezone": True},
+    "input_tokens": {"data_type": "bigint", "nullable": True},
+    "output_tokens": {"data_type": "bigint", "nullable": True},
+    "input_cost_usd": {"data_type": "double", "nullable": True},
+    "output_cost_usd": {"data_type": "double", "nullable": True},
+    "cost_usd": {"data_type": "double", "nullable": True},
+    "price_source": {"data_type": "text", "nullable": True},
+    "priced_model": {"data_type": "text", "nullable": True},
+    "price_version": {"data_type": "text", "nullable": False},
+}
+_SCHEMA = pa.schema(
+    [
+        pa.field(name, type_, nullable=COST_COLUMNS[name]["nullable"])
+        for name, type_ in [
+            ("call_id", pa.string()),
+            ("run_id", pa.string()),
+            ("provider", pa.string()),
+            ("model_id", pa.string()),
+            ("date", pa.timestamp("us", tz="UTC")),
+            ("input_tokens", pa.int64()),
+            ("output_tokens", pa.int64()),
+            ("input_cost_usd", pa.float64()),
+            ("output_cost_usd", pa.float64()),
+            ("cost_usd", pa.float64()),
+            ("price_source", pa.string()),
+            ("priced_model", pa.string()),
+            ("price_version", pa.string()),
+        ]
+    ]
+)
+
+
+@dataclass
+class PricingReport:
+    """What one pricing pass did: calls priced, of which unpriced (no price known)."""
+
+    priced: int = 0
+    unpriced: int = 0
+    unpriced_models: dict[str, int] | None = None
+
+
+def _existing(client: Any, dataset: str) -> set[str]:
+    return {
+        name
+        for (name,) in client.execute_sql(
+            "select table_name from information_schema.tables where table_schema = %s", dataset
+        )
+    }
+
+
+def _stale_calls_sql(client: Any, with_costs: bool) -> str:
+    usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
+    runs = client.make_qualified_table_name(endpoint.RUNS_TABLE)
+    select = (
+        f"select u._dlt_id, u.run_id, u.provider, u.model_id, r.date, u.input_tokens,"
+        f" u.output_tokens from {usage} u join {runs} r on r._dlt_id = u._dlt_root_id"
+    )
+    if not with_costs:
+        return select
+    costs = client.make_qualified_table_name(COSTS_TABLE)
+    return (
+        f"{select} left join {costs} c on c.call_id = u._dlt_id where c.call_id is null"
+        " or c.price_version <> %s or c.date <> r.date"
+        " or c.provider is distinct from u.provider or c.model_id is distinct from u.model_id"
+        " or c.input_tokens is distinct from u.input_tokens"
+        " or c.output_tokens is distinct from u.output_tokens"
+    )
+
+
+def price_calls(pipeline: dlt.Pipeline, book: PriceBook) -> PricingReport:
+    """Price every call of the destination that needs it, and drop costs of calls gone.
+
+    Args:
+        pipeline: the sync's pipeline, after its load (the destination holds the calls).
+        book: the prices (library and overrides).
+
+    Returns:
+        How many calls were priced now, and how many of those have no known price (NULL cost),
+        by `PROVIDER/MODEL_ID`.
+
+    Raises:
+        What dlt raises when the destination fails (the caller reports it).
+    """
+    report = PricingReport(unpriced_models={})
+    with pipeline.sql_client() as client:
+        existing = _existing(client, pipeline.dataset_name)
+        if not {endpoint.LLM_USAGE_TABLE, endpoint.RUNS_TABLE} <= existing:
+            return report
+        with_costs = COSTS_TABLE in existing
+        sql = _stale_calls_sql(client, with_costs)
+        params = (book.version,) if with_costs else ()
+        tables = []
+        with client.execute_query(sql, *params) as cursor:
+            while rows := cursor.fetchmany(BATCH):
+                tables.append(_priced(rows, book, report))
+    if tables:
+        resource = dlt.resource(
+            tables,
+            name=COSTS_TABLE,
+            table_name=COSTS_TABLE,
+            write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+            primary_key="call_id",
+            columns=COST_COLUMNS,
+        )
+        pipeline.run(resource, schema=pipeline.default_schema)
+    if with_costs or tables:
+        with pipeline.sql_client() as client:
+            usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
+            costs = client.make_qualified_table_name(COSTS_TABLE)
+            client.execute_sql(
+                f"delete from {costs} where not exists"
+                f" (select 1 from {usage} u where u._dlt_id = {costs}.call_id)"
+            )
+    if report.priced:
+        log.info("%d LLM calls priced (%d with no known price)", report.priced, report.unpriced)
+    return report
+
+
+def _priced(rows: list[tuple], book: PriceBook, report: PricingReport) -> pa.Table:
+    columns: dict[str, list[Any]] = {name: [] for name in _SCHEMA.names}
+    assert report.unpriced_models is not None
+    for call_id, run_id, provider, model_id, date, tokens_in, tokens_out in rows:
+        price = book.price(provider, model_id, date, tokens_in, tokens_out)
+        columns["call_id"].append(call_id)
+        columns["run_id"].append(run_id)
+        columns["provider"].append(provider)
+        columns["model_id"].append(model_id)
+        columns["date"].append(date)
+        columns["input_tokens"].append(tokens_in)
+        columns["output_tokens"].append(tokens_out)
+        columns["price_version"].append(book.version)
+        if price is None:
+            report.unpriced += 1
+            key = f"{provider}/{model_id}"
+            report.unpriced_models[key] = report.unpriced_models.get(key, 0) + 1
+            for name in (
+                "input_cost_usd",
+                "output_cost_usd",
+                "cost_usd",
+                "price_source",
+                "priced_model",
+            ):
+                columns[name].append(None)
+        else:
+            columns["input_cost_usd"].append(float(price.input_cost_usd))
+            columns["output_cost_usd"].append(float(price.output_cost_usd))
+            columns["cost_usd"].append(float(price.cost_usd))
+            columns["price_source"].append(price.source)
+            columns["priced_model"].append(price.model)
+        report.priced += 1
+    return pa.Table.from_pydict(columns, schema=_SCHEMA)
