@@ -133,3 +133,49 @@ def test_insecure_http_needs_the_explicit_flag():
 )
 def test_durations(value, seconds):
     assert parse_duration(value, "k") == timedelta(seconds=seconds)
+
+
+def test_model_prices_from_the_environment_as_json(monkeypatch):
+    monkeypatch.setenv("STACKAI_API_KEY", "k")
+    monkeypatch.setenv(
+        "SOURCES__STACKAI__MODEL_PRICES",
+        '{"Local/llama3": {"input_per_mtok": 0.5, "output_per_mtok": 1, "from": "2026-01-01"}}',
+    )
+    (override,) = load_settings(flows=["o/f"]).model_prices
+    assert (override.provider, override.model_id) == ("Local", "llama3")
+    assert (float(override.input_per_mtok), float(override.output_per_mtok)) == (0.5, 1.0)
+    assert str(override.start) == "2026-01-01"
+
+
+def test_a_bad_model_price_is_one_error_naming_the_key(monkeypatch):
+    monkeypatch.setenv("STACKAI_API_KEY", "k")
+    monkeypatch.setenv("SOURCES__STACKAI__MODEL_PRICES", '{"llama3": {"input_per_mtok": 1}}')
+    with pytest.raises(ConfigError, match="sources.stackai.model_prices: key 'llama3'"):
+        load_settings(flows=["o/f"])
+
+
+def test_model_prices_from_config_toml_tables(tmp_path):
+    from tests.support.cli import run_python
+
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text(
+        '[sources.stackai.model_prices."OpenAI/gpt-4o"]\n'
+        "input_per_mtok = 2.0\noutput_per_mtok = 8.0\n"
+        '[sources.stackai.model_prices."Local/llama3:8b"]\n'
+        'input_per_mtok = 0\noutput_per_mtok = 0.1\nfrom = "2026-02-01"\n',
+        encoding="utf-8",
+    )
+    result = run_python(
+        "-c",
+        "from pipelines.settings import load_settings\n"
+        "for o in load_settings(flows=['o/f']).model_prices:\n"
+        "    print(o.provider, o.model_id, o.input_per_mtok, o.output_per_mtok, o.start)",
+        cwd=tmp_path,
+        project_config=False,
+        env={"STACKAI_API_KEY": "sk-test"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "OpenAI gpt-4o 2.0 8.0 None",
+        "Local llama3:8b 0 0.1 2026-02-01",
+    ]

@@ -8,6 +8,7 @@ import re
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dlt
 from dlt.common.destination.exceptions import DestinationException
@@ -23,13 +24,15 @@ from pipelines.load.duckdb_file import check_duckdb_path
 from pipelines.load.pipeline import configure_dlt, open_pipeline
 from pipelines.load.state import follow_destination_state
 from pipelines.pricing import PriceBook
-from pipelines.settings import SyncSettings
 from pipelines.stackai.client import RunsClient, StackAIError, describe_transport_error
 from pipelines.stackai.config import ConfigError
 from pipelines.stackai.flows import FlowRef
 from pipelines.stackai.http import RequestStats, make_session, redact
 from pipelines.stackai.progress import ProgressCallback, SyncReport
 from pipelines.stackai.source import stackai
+
+if TYPE_CHECKING:  # pipelines.settings imports this package (the destination's choice)
+    from pipelines.settings import SyncSettings
 
 log = logging.getLogger(__name__)
 
