@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -16,6 +17,9 @@ import requests
 
 from pipelines.load import open_pipeline, run_sync
 from pipelines.stackai.client import _detail
+from pipelines.stackai.source import rejected_record_hash
+from tests.conftest import DESTINATIONS
+from tests.support.store import execute, query
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -400,3 +404,55 @@ def test_a_reader_in_another_process_makes_the_sync_fail_cleanly(settings, world
     assert run_sync(settings, now=world.now).ok
     horizon = world.now - settings.rules.max_open_run_age
     assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), horizon)
+
+
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
+def test_a_rejected_record_is_stored_once_with_first_and_last_seen_and_count(settings, world):
+    """Three syncs read the same four bad records: four rows, each seen three times; a record
+    whose content changes is a new row; rows of an earlier version get the columns."""
+    flow = settings.flows[0]
+    world.inject("records", flow_id=flow.flow_id)
+    first = run_sync(settings, now=world.now)
+    assert first.ok and first.rejected == 4
+    for _ in range(2):
+        world.inject("records", flow_id=flow.flow_id)  # a fault serves its records once
+        report = run_sync(replace(settings, full_refresh=True, flows=(flow,)), now=world.now)
+        assert report.ok and report.rejected == 4
+    rows = query(settings, "select * from stackai.flow_runs_rejected")
+    assert len(rows) == 4
+    for row in rows:
+        assert row["times_seen"] == 3
+        assert row["first_seen_at"] < row["last_seen_at"] == row["seen_at"]
+        assert row["record_hash"] == rejected_record_hash(row["org_id"], row["flow_id"], row["raw"])
+    assert len({r["record_hash"] for r in rows}) == 4
+
+    # an old-style row (no hash, no counts), as versions before this one wrote them
+    execute(
+        settings,
+        "insert into stackai.flow_runs_rejected (org_id, flow_id, raw, reason, seen_at,"
+        " _dlt_load_id, _dlt_id) select org_id, flow_id, raw, reason, seen_at, '1', 'old-row'"
+        " from stackai.flow_runs_rejected where reason like %s",
+        "%no run_id%",
+    )
+    world.inject("records", flow_id=flow.flow_id)
+    report = run_sync(replace(settings, full_refresh=True, flows=(flow,)), now=world.now)
+    assert report.ok
+    rows = query(settings, "select * from stackai.flow_runs_rejected")
+    assert len(rows) == 4 and not [r for r in rows if r["_dlt_id"] == "old-row"]
+    counts = sorted(r["times_seen"] for r in rows)
+    assert counts == [4, 4, 4, 5]  # the old row counted once more for that record
+
+
+def test_a_changed_rejected_record_is_a_new_row(settings, world):
+    flow = settings.flows[0]
+    run = world.add_run(flow.org_id, flow.flow_id, date=world.now - timedelta(minutes=3))
+    world.update_run(run["run_id"], total_tokens="12x")
+    assert run_sync(settings, now=world.now).ok
+    world.update_run(run["run_id"], total_tokens="13x")
+    assert run_sync(settings, now=world.now).ok
+    assert run_sync(settings, now=world.now).ok
+    rows = query(settings, "select reason, times_seen from stackai.flow_runs_rejected")
+    assert sorted((r["reason"], r["times_seen"]) for r in rows) == [
+        ("total_tokens: '12x' is not a valid bigint", 1),
+        ("total_tokens: '13x' is not a valid bigint", 2),
+    ]

@@ -131,6 +131,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             log.warning("loading data left pending by an earlier sync that did not finish")
             pipeline.run()
             upkeep.remove_copies_left_by_a_resumed_load(pipeline)
+            upkeep.keep_each_rejected_record_once(pipeline)
         pipeline = follow_destination_state(pipeline)
         source = stackai(
             flows=[str(flow) for flow in settings.flows],
@@ -151,6 +152,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
         )
         info = load_source(pipeline, adapt_source(source, pipeline, report))
         upkeep.index_tables(pipeline)
+        upkeep.keep_each_rejected_record_once(pipeline)
         if settings.full_refresh:
             # a skipped flow (deleted since the summary listed it) read nothing: keep its runs
             done = [FlowRef.parse(n) for n, f in report.flows.items() if f.status == "ok"]

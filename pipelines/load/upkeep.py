@@ -206,3 +206,51 @@ def index_tables(pipeline: dlt.Pipeline) -> None:
                 client.execute_sql(
                     f"create index if not exists {table}__{column}_idx on {name} ({column})"
                 )
+
+
+def keep_each_rejected_record_once(pipeline: dlt.Pipeline) -> None:
+    """One row per rejected record (per flow and content, `record_hash`) in
+    `flow_runs_rejected`, with when it was first and last seen and how often.
+
+    Every sync that reads a bad record again appends it (the source cannot see the table);
+    this folds the copies into the newest row (its reason and `_dlt_load_id` are the latest)
+    with `first_seen_at` the earliest, `last_seen_at` (and `seen_at`) the latest and
+    `times_seen` the sum. Rows written before these columns existed get them first. Plain SQL
+    that DuckDB and PostgreSQL both run, in one transaction: a crash leaves the copies for the
+    next sync to fold.
+    """
+    with pipeline.sql_client() as client:
+        if endpoint.REJECTED_TABLE not in _existing_tables(pipeline, client):
+            return
+        rejected = client.make_qualified_table_name(endpoint.REJECTED_TABLE)
+        columns = {
+            name
+            for (name,) in client.execute_sql(
+                "select column_name from information_schema.columns"
+                " where table_schema = %s and table_name = %s",
+                pipeline.dataset_name,
+                endpoint.REJECTED_TABLE,
+            )
+        }
+        if "record_hash" not in columns:
+            return  # no row of this version yet: dlt adds the columns with the first one
+        with client.begin_transaction():
+            client.execute_sql(
+                f"update {rejected} set record_hash = md5(org_id || '/' || flow_id || '/'"
+                " || coalesce(raw, '')), first_seen_at = seen_at, last_seen_at = seen_at,"
+                " times_seen = 1 where record_hash is null"
+            )
+            client.execute_sql(
+                f"update {rejected} set first_seen_at = folded.first_seen_at,"
+                " last_seen_at = folded.last_seen_at, seen_at = folded.last_seen_at,"
+                " times_seen = folded.times_seen from (select record_hash,"
+                " min(first_seen_at) as first_seen_at, max(last_seen_at) as last_seen_at,"
+                f" sum(times_seen) as times_seen from {rejected} group by record_hash"
+                " having count(*) > 1) as folded"
+                f" where {rejected}.record_hash = folded.record_hash"
+            )
+            client.execute_sql(
+                f"delete from {rejected} where _dlt_id in (select _dlt_id from (select _dlt_id,"
+                " row_number() over (partition by record_hash order by _dlt_load_id desc,"
+                f" _dlt_id) as copy from {rejected}) as numbered where copy > 1)"
+            )

@@ -225,7 +225,26 @@ REJECTED_COLUMNS: Final[TTableSchemaColumns] = named_columns(
         "flow_id": {"data_type": "text", "nullable": False},
         "raw": {"data_type": "text", "nullable": True, "description": "The record as JSON text"},
         "reason": {"data_type": "text", "nullable": False},
-        "seen_at": {"data_type": "timestamp", "timezone": True, "nullable": False},
+        "seen_at": {
+            "data_type": "timestamp",
+            "timezone": True,
+            "nullable": False,
+            "description": "When the sync last read the record (the same as last_seen_at)",
+        },
+        # Nullable only because dlt adds them to tables written before they existed; the sync
+        # fills them in for such rows (`upkeep.keep_each_rejected_record_once`).
+        "record_hash": {
+            "data_type": "text",
+            "nullable": True,
+            "description": "md5 of ORG_ID/FLOW_ID/raw: one row per flow and content",
+        },
+        "first_seen_at": {"data_type": "timestamp", "timezone": True, "nullable": True},
+        "last_seen_at": {"data_type": "timestamp", "timezone": True, "nullable": True},
+        "times_seen": {
+            "data_type": "bigint",
+            "nullable": True,
+            "description": "How many syncs read the record",
+        },
     }
 )
 

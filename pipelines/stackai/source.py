@@ -13,6 +13,7 @@ pipeline of anyone's runs it the same as `stackai-runs sync`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -67,13 +68,25 @@ def _rejected_row(raw: Any, reason: str, flow: FlowRef) -> dict[str, Any]:
         text = json.dumps(raw, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(raw)
+    now = pendulum.now("UTC")
     return {
         "org_id": flow.org_id,
         "flow_id": flow.flow_id,
         "raw": text,
         "reason": reason,
-        "seen_at": pendulum.now("UTC"),
+        "seen_at": now,
+        "record_hash": rejected_record_hash(flow.org_id, flow.flow_id, text),
+        "first_seen_at": now,
+        "last_seen_at": now,
+        "times_seen": 1,
     }
+
+
+def rejected_record_hash(org_id: str, flow_id: str, raw: str | None) -> str:
+    """The identity of a rejected record: md5 (hex) of `ORG_ID/FLOW_ID/raw` in UTF-8, as SQL's
+    `md5(org_id || '/' || flow_id || '/' || coalesce(raw, ''))` computes it on DuckDB and
+    PostgreSQL (so rows written before the column existed get the same value)."""
+    return hashlib.md5(f"{org_id}/{flow_id}/{raw or ''}".encode()).hexdigest()
 
 
 def _read(
