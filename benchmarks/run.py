@@ -51,7 +51,7 @@ GENERATED_SHARE = 0.7
 """`World` gives each flow within +-30% of `runs_per_flow`: generating `n / 0.7` per flow and
 trimming to `n` gives every flow exactly `n` runs."""
 
-SECTIONS = ("load", "e2e", "memory", "noop", "postgres")
+SECTIONS = ("load", "e2e", "memory", "noop", "postgres", "pricing")
 ANCHOR = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 """Every world's clock: with the seed, it makes the data identical from run to run (`World`'s
 default anchor is the current time, which changes which runs are, e.g., still open). Syncs pin
@@ -87,6 +87,15 @@ class Sizes:
     """Section 5: runs loaded into PostgreSQL from pages in memory (split over `pg_flows`)."""
     pg_flows: int = 8
     pg_page_size: int = 100
+    price_calls: int = 1_000_000
+    """Section 6: calls priced in memory, and about as many usage rows priced from DuckDB."""
+    price_sample: int = 20_000
+    """Section 6: calls priced with genai-prices' own `calc_price` (scaled to `price_calls`)."""
+    price_unknown_share: float = 0.05
+    """Section 6: share of the in-memory calls whose model nobody prices."""
+    price_flows: int = 8
+    price_base_per_flow: int = 5_000
+    """Section 6: runs generated per flow; the file's size is reached by cloning them."""
 
 
 FULL = Sizes()
@@ -96,6 +105,8 @@ QUICK = Sizes(
     e2e_pages=5,
     mem_runs=(20_000, 100_000),
     pg_runs=10_000,
+    price_calls=50_000,
+    price_sample=5_000,
 )
 
 
@@ -614,12 +625,179 @@ def _bench_postgres(sizes: Sizes, workdir: Path, seed: int, server: Any, section
     return [copy, csv_copy, adbc_row]
 
 
+def priced_in_parent(duckdb_path: Path) -> dict[str, Any]:
+    """Usage rows, cost rows, the sum of `cost_usd` in the file, and the same sum computed here
+    with a `PriceBook` over the calls `price_calls` prices (usage joined to its run's date)."""
+    from pipelines.pricing import PriceBook
+
+    book = PriceBook()
+    costs = []
+    with duckdb.connect(str(duckdb_path), read_only=True) as con:
+        usage = con.execute("select count(*) from stackai.flow_runs__llm_usage").fetchone()[0]
+        rows, stored = con.execute(
+            "select count(*), sum(cost_usd) from stackai.llm_call_costs"
+        ).fetchone()
+        cursor = con.execute(
+            "select u.provider, u.model_id, r.date, u.input_tokens, u.output_tokens"
+            " from stackai.flow_runs__llm_usage u"
+            " join stackai.flow_runs r on r._dlt_id = u._dlt_root_id"
+        )
+        while batch := cursor.fetchmany(100_000):
+            for call in batch:
+                price = book.price(*call)
+                if price is not None:
+                    costs.append(float(price.cost_usd))
+    return {"usage": usage, "rows": rows, "stored": stored or 0.0, "expected": math.fsum(costs)}
+
+
+def bench_pricing(sizes: Sizes, workdir: Path, seed: int) -> list[Row]:
+    """6. Pricing LLM calls: `PriceBook.price` in memory (vs genai-prices' `calc_price`), and
+    `price_calls` on a DuckDB file already holding about as many usage rows."""
+    section = "6 pricing (runs = LLM calls)"
+    progress(f"{section}: PriceBook.price over {sizes.price_calls:,} calls in memory")
+    spec = {
+        "task": "price_memory",
+        "calls": sizes.price_calls,
+        "sample": min(sizes.price_sample, sizes.price_calls),
+        "seed": seed + 5,
+        "anchor": ANCHOR.isoformat(),
+        "unknown_share": sizes.price_unknown_share,
+    }
+    result = run_worker(spec, workdir, "pricing_memory")
+    check = f"FAILED: {result.get('error')}" if not result.get("ok") else "ok"
+    if check == "ok" and result["sample_differ"]:
+        check = (
+            f"MISMATCH: {result['sample_differ']} of {result['sample']} calls' input or output"
+            " cost != calc_price's"
+        )
+    calls = result.get("calls", sizes.price_calls)
+    book = Row(
+        section,
+        f"PriceBook.price, {calls:,} calls in memory",
+        runs=calls,
+        seconds=result.get("seconds"),
+        rss_mb=result.get("rss_peak_mb"),
+        check=check,
+        details=result,
+    )
+    sample = result.get("sample") or 0
+    library = Row(
+        section,
+        f"genai_prices.calc_price per call, {sample:,}-call sample x{calls / max(1, sample):g}",
+        runs=calls,
+        seconds=result["library_seconds"] * calls / sample if sample else None,
+        check=check,
+        details={"note": f"wall s scaled from {result.get('library_seconds', 0):.2f} s"
+                 f" for {sample:,} calls"} if sample else {},
+    )  # fmt: skip
+    if book.seconds and library.seconds:
+        book.compared = (
+            f"{book.seconds / calls * 1e6:.1f} us/call;"
+            f" {library.seconds / book.seconds:.0f}x calc_price"
+        )
+        library.compared = f"{library.seconds / calls * 1e6:.1f} us/call (scaled)"
+        book.details["note"] = (
+            f"{result['unpriced']:,} of {calls:,} calls unpriced (Local, Replicate,"
+            f" {sizes.price_unknown_share:.0%} unknown model ids); the sample's"
+            f" {result['sample_priced']:,} priced calls: input and output costs equal"
+            " calc_price's"
+        )
+        if result.get("sample_fee_differ"):
+            book.details["note"] += (
+                f"; {result['sample_fee_differ']:,} of them ("
+                + ", ".join(f"{k} {n:,}" for k, n in sorted(result["sample_fee_models"].items()))
+                + ") cost less than calc_price's total_price, which adds the model's"
+                " per-request fee (requests_kcount): PriceBook prices tokens only"
+            )
+
+    # (b) a DuckDB file holding about `price_calls` usage rows, loaded untimed
+    target_runs = max(sizes.price_flows, round(sizes.price_calls / 1.6))
+    base = min(sizes.price_base_per_flow, max(1, target_runs // sizes.price_flows))
+    progress(f"{section}: generating {base * sizes.price_flows:,} runs to clone")
+    world = equal_flows_world(seed + 6, sizes.price_flows, base)
+    generated = truth_of(world)
+    per_run = generated.usage_rows / max(1, generated.runs)
+    copies = max(1, round(sizes.price_calls / max(1e-9, per_run) / (base * sizes.price_flows)))
+    world.grow(copies)
+    truth = truth_of(world)
+    names = flow_names(world)
+    pages = {name: served_pages(world, *name.split("/"), 1000) for name in names}
+    pages_file = workdir / "pricing_pages.pkl"
+    pages_file.write_bytes(pickle.dumps(pages))
+    now = world.now.isoformat()
+    del world, pages
+    db = workdir / "pricing.duckdb"
+    progress(f"{section}: loading {truth.runs:,} runs, {truth.usage_rows:,} calls (untimed)")
+    load = run_worker(
+        {
+            "task": "load_ours",
+            "pages": str(pages_file),
+            "now": now,
+            "duckdb": str(db),
+            "pipelines_dir": str(workdir / "pricing.dlt"),
+        },
+        workdir,
+        "pricing_load",
+    )
+    pages_file.unlink(missing_ok=True)
+    loaded = verdict(load, db, truth)
+    label = f"price_calls: DuckDB file of {truth.runs:,} runs, {truth.usage_rows:,} calls"
+    if loaded != "ok":
+        return [book, library, Row(section, label, check=f"setup load {loaded}", details=load)]
+    progress(f"{section}: price_calls over {truth.usage_rows:,} calls, then again")
+    result = run_worker({"task": "price_file", "duckdb": str(db)}, workdir, "pricing_file")
+    check = f"FAILED: {result.get('error')}" if not result.get("ok") else "ok"
+    again_check = check
+    if check == "ok":
+        found = priced_in_parent(db)
+        result["parent"] = found
+        wrong = []
+        if found["rows"] != found["usage"]:
+            wrong.append(f"{found['rows']:,} cost rows != {found['usage']:,} usage rows")
+        if result["priced"] != found["usage"]:
+            wrong.append(f"{result['priced']:,} priced != {found['usage']:,} usage rows")
+        scale = max(abs(found["expected"]), 1e-300)
+        if abs(found["stored"] - found["expected"]) / scale > 1e-9:
+            wrong.append(f"sum(cost_usd) {found['stored']!r} != {found['expected']!r}")
+        check = "MISMATCH: " + "; ".join(wrong) if wrong else "ok"
+        if result["again_priced"]:
+            again_check = f"MISMATCH: {result['again_priced']:,} calls priced again, not 0"
+    first = Row(
+        section,
+        label,
+        runs=result.get("priced", truth.usage_rows),
+        seconds=result.get("seconds"),
+        rss_mb=result.get("rss_peak_mb"),
+        check=check,
+        details=result,
+    )
+    steps = result.get("steps") or {}
+    dlt_seconds = sum(steps.get(k, 0.0) for k in ("extract", "normalize", "load"))
+    if first.seconds:
+        first.compared = f"{first.seconds / max(1, first.runs or 0) * 1e6:.1f} us/call"
+        first.details["note"] = (
+            f"{result['unpriced']:,} calls unpriced; read + price + delete outside dlt's run"
+            f" {first.seconds - dlt_seconds:.1f} s; setup load (untimed) {load['seconds']:.1f} s"
+            f" ({copies}x {base * sizes.price_flows:,} generated runs)"
+        )
+    again = Row(
+        section,
+        "price_calls again right after: nothing to price",
+        runs=None,
+        seconds=result.get("again_seconds"),
+        compared=f"{result.get('again_priced', 0):,} calls priced",
+        check=again_check,
+    )
+    return [book, library, first, again]
+
+
 BENCHES: dict[str, Callable[[Sizes, Path, int], list[Row]]] = {
     "load": bench_load,
     "e2e": bench_e2e,
     "memory": bench_memory,
     "noop": bench_noop,
     "postgres": bench_postgres,
+    "pricing": bench_pricing,
 }
 
 

@@ -382,6 +382,140 @@ def copy_postgres(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+UNKNOWN_MODELS = 40
+"""Distinct made-up model ids among the synthetic calls' unknown share (each one a lookup miss
+the `PriceBook` remembers)."""
+
+
+def synthetic_calls(count: int, seed: int, anchor: datetime, unknown_share: float) -> list[tuple]:
+    """`count` calls `(provider, model_id, when, input_tokens, output_tokens)` drawn like the
+    simulator's `llm_usage` (its providers' weights, each provider's models, 6% without token
+    counts, 40-4,000 input and 5-1,500 output tokens), dated uniformly over the two years
+    before `anchor`, with `unknown_share` of them for model ids nobody prices."""
+    import random
+    from datetime import timedelta
+
+    from pipelines.simulator import catalog
+
+    rng = random.Random(seed)
+    providers = [str(p.value) for p in catalog.PROVIDER_WEIGHTS]
+    weights = list(catalog.PROVIDER_WEIGHTS.values())
+    models = {str(p.value): m for p, m in catalog.MODELS.items()}
+    span = int(timedelta(days=730).total_seconds())
+    calls = []
+    for provider in rng.choices(providers, weights, k=count):
+        if rng.random() < unknown_share:
+            model_id = f"in-house-model-{rng.randrange(UNKNOWN_MODELS)}"
+        else:
+            model_id = rng.choice(models[provider])
+        when = anchor - timedelta(seconds=rng.randrange(span))
+        if rng.random() < 0.06:
+            tokens_in = tokens_out = None
+        else:
+            tokens_in, tokens_out = rng.randint(40, 4000), rng.randint(5, 1500)
+        calls.append((provider, model_id, when, tokens_in, tokens_out))
+    return calls
+
+
+def _library_price(call: tuple) -> Any:
+    """genai-prices' own `calc_price` for one call (None: no price), as a user would call it."""
+    from genai_prices import Usage, calc_price
+
+    from pipelines.pricing import provider_id
+
+    provider, model_id, when, tokens_in, tokens_out = call
+    pid = provider_id(provider)
+    if pid is None:
+        return None
+    try:
+        return calc_price(
+            Usage(input_tokens=tokens_in or 0, output_tokens=tokens_out or 0),
+            model_id,
+            provider_id=pid,
+            genai_request_timestamp=when,
+        )
+    except LookupError:
+        return None
+
+
+def price_memory(spec: dict[str, Any]) -> dict[str, Any]:
+    """`PriceBook.price` over `calls` synthetic calls in memory (a fresh book: its lookups
+    included), then genai-prices' `calc_price` over the first `sample` of them; both answers
+    compared on the sample."""
+    from pipelines.pricing import PriceBook
+
+    calls = synthetic_calls(
+        spec["calls"], spec["seed"], datetime.fromisoformat(spec["anchor"]), spec["unknown_share"]
+    )
+    sample = calls[: spec["sample"]]
+    book = PriceBook()
+    price = book.price
+    unpriced = 0
+    started = time.perf_counter()
+    for call in calls:
+        if price(*call) is None:
+            unpriced += 1
+    seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    library = [_library_price(call) for call in sample]
+    library_seconds = time.perf_counter() - started
+    ours = [book.price(*call) for call in sample]
+    differ = fees = 0
+    fee_models: dict[str, int] = {}
+    for call, a, b in zip(sample, ours, library, strict=True):
+        if (a is None) != (b is None) or (
+            a is not None
+            and (a.input_cost_usd, a.output_cost_usd) != (b.input_price, b.output_price)
+        ):
+            differ += 1
+        elif a is not None and a.cost_usd != b.total_price:
+            # calc_price's total adds a per-request fee (`requests_kcount`) PriceBook leaves out
+            fees += 1
+            key = f"{call[0]}/{call[1]}"
+            fee_models[key] = fee_models.get(key, 0) + 1
+    return {
+        "seconds": seconds,
+        "ok": True,
+        "calls": len(calls),
+        "unpriced": unpriced,
+        "sample": len(sample),
+        "library_seconds": library_seconds,
+        "sample_differ": differ,
+        "sample_fee_differ": fees,
+        "sample_fee_models": fee_models,
+        "sample_priced": sum(a is not None for a in ours),
+        "steps": {},
+    }
+
+
+def price_file(spec: dict[str, Any]) -> dict[str, Any]:
+    """`price_calls(open_pipeline(path), PriceBook())` on a DuckDB file already loaded, then
+    once more right after (nothing left to price: the no-op cost of every sync)."""
+    from pipelines.load.costs import price_calls
+    from pipelines.pricing import PriceBook
+
+    configure_dlt(4)  # as a sync has set it before it prices
+    started = time.perf_counter()
+    pipeline = open_pipeline(Path(spec["duckdb"]))
+    report = price_calls(pipeline, PriceBook())
+    seconds = time.perf_counter() - started
+    steps = _steps(pipeline)
+    rss_first = peak_rss_mb()
+    started = time.perf_counter()
+    again = price_calls(open_pipeline(Path(spec["duckdb"])), PriceBook())
+    again_seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "ok": True,
+        "priced": report.priced,
+        "unpriced": report.unpriced,
+        "steps": steps,
+        "rss_first_mb": round(rss_first, 1),
+        "again_priced": again.priced,
+        "again_seconds": again_seconds,
+    }
+
+
 TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "load_ours": load_ours,
     "load_naive": load_naive,
@@ -390,6 +524,8 @@ TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "sync_rest_api": sync_rest_api,
     "load_postgres": load_postgres,
     "copy_postgres": copy_postgres,
+    "price_memory": price_memory,
+    "price_file": price_file,
 }
 
 

@@ -38,6 +38,10 @@ TINY = Sizes(
     pg_runs=400,
     pg_flows=4,
     pg_page_size=50,
+    price_calls=400,
+    price_sample=100,
+    price_flows=2,
+    price_base_per_flow=100,
 )
 
 
@@ -61,6 +65,10 @@ def test_every_measurement_of_a_tiny_benchmark_is_correct(tmp_path: Path) -> Non
     for row in rows:
         if row.requests is not None and "nothing new" not in row.variant:
             assert row.requests >= row.min_requests, table
+    pricing = [row for row in rows if row.section.startswith("6 ")]
+    assert len(pricing) == 4, table  # in memory, calc_price, price_calls, price_calls again
+    assert pricing[2].runs and pricing[2].details["parent"]["usage"] == pricing[2].runs, table
+    assert pricing[3].details == {} and pricing[3].compared == "0 calls priced", table
 
 
 def test_the_checker_reports_a_wrong_table(tmp_path: Path) -> None:
