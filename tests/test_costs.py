@@ -54,7 +54,8 @@ def plant(world, flow) -> list[str]:
 
 
 def expected_cost(provider, model_id, when, tokens_in, tokens_out) -> tuple | None:
-    """(input, output) USD by genai-prices' public API, or None when it cannot price the call."""
+    """(input, output, total) USD by genai-prices' public API (the total has a per-request fee
+    on top for some models), or None when it cannot price the call."""
     pid = PROVIDER_IDS.get(provider, (provider or "").lower())
     if pid is None or model_id is None:
         return None
@@ -67,7 +68,7 @@ def expected_cost(provider, model_id, when, tokens_in, tokens_out) -> tuple | No
         )
     except LookupError:
         return None
-    return float(price.input_price), float(price.output_price)
+    return float(price.input_price), float(price.output_price), float(price.total_price)
 
 
 def world_calls(world) -> list[tuple]:
@@ -117,8 +118,8 @@ def test_every_call_costs_what_genai_prices_says_and_unknown_models_stay_unprice
             key = (provider, model_id)
             unpriced[key] = unpriced.get(key, 0) + 1
             continue
-        assert (row["input_cost_usd"], row["output_cost_usd"]) == pytest.approx(want, rel=1e-12)
-        assert row["cost_usd"] == pytest.approx(sum(want), rel=1e-12)
+        assert (row["input_cost_usd"], row["output_cost_usd"]) == pytest.approx(want[:2], rel=1e-12)
+        assert row["cost_usd"] == pytest.approx(want[2], rel=1e-12)
         assert row["price_source"].startswith("genai-prices ")
     # the planted calls: o3's price changed at midnight UTC; the long Gemini call is tiered
     o3_before, o3_after = stored[(planted[0], 0)], stored[(planted[1], 0)]
@@ -168,7 +169,7 @@ def test_an_override_added_later_reprices_the_whole_history_at_the_next_sync(set
     before = stored[(planted[0], 0)]  # dated before the override's day: the library's price
     assert before["price_source"].startswith("genai-prices ")
     assert before["cost_usd"] == pytest.approx(
-        sum(expected_cost("OpenAI", "o3", PLANTED[0][0], 20_000, 5_000))
+        expected_cost("OpenAI", "o3", PLANTED[0][0], 20_000, 5_000)[2]
     )
     names = {r["model_id"] for r in query(settings, "select * from stackai.unpriced_models")}
     assert "llama3:8b-instruct-q4" not in names and "ft:gpt-4o:acme::unknown" in names
@@ -242,4 +243,4 @@ def test_a_reread_run_is_priced_again_and_calls_gone_lose_their_cost(settings, w
     )
     assert [r["input_tokens"] for r in rows] == [2_000]
     want = expected_cost("OpenAI", "gpt-4o", datetime(2025, 6, 1, tzinfo=UTC), 2_000, 10)
-    assert rows[0]["cost_usd"] == pytest.approx(sum(want))
+    assert rows[0]["cost_usd"] == pytest.approx(want[2])

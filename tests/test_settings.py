@@ -150,7 +150,7 @@ def test_model_prices_from_the_environment_as_json(monkeypatch):
 def test_a_bad_model_price_is_one_error_naming_the_key(monkeypatch):
     monkeypatch.setenv("STACKAI_API_KEY", "k")
     monkeypatch.setenv("SOURCES__STACKAI__MODEL_PRICES", '{"llama3": {"input_per_mtok": 1}}')
-    with pytest.raises(ConfigError, match="sources.stackai.model_prices: key 'llama3'"):
+    with pytest.raises(ConfigError, match=r"sources\.stackai\.model_prices: key 'llama3'"):
         load_settings(flows=["o/f"])
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from collections import defaultdict
@@ -18,15 +19,18 @@ import duckdb
 import pytest
 
 from pipelines.analysis.views import SQL_DIR, SourceTablesMissing, ViewError, create_views
-from pipelines.load import run_sync
+from pipelines.load import open_pipeline, run_sync
 from pipelines.settings import SyncSettings
 from pipelines.simulator import SimulatorServer, World
 from pipelines.stackai.flows import FlowRef
+from tests.conftest import DESTINATIONS
 from tests.support.cli import ROOT, stackai_runs
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 
 VIEWS = [
     "stackai.runs",
+    "stackai.llm_usage_costs",
+    "stackai.run_costs",
     "stackai.daily_flow_runs",
     "stackai.daily_llm_usage",
     "stackai.user_usage",
@@ -36,6 +40,7 @@ VIEWS = [
     "stackai.run_trees",
     "stackai.stale_open_runs",
     "stackai.flow_completeness",
+    "stackai.unpriced_models",
 ]
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 OPEN = {"PENDING", "PAUSED", "RESUMED"}
@@ -46,14 +51,36 @@ SESSION_TZ = "Asia/Tokyo"
 # ------------------------------------------------------------------ helpers
 
 
-def sync_with_views(settings: SyncSettings, world: World) -> Path:
+def sync_with_views(settings: SyncSettings, world: World) -> Path | SyncSettings:
+    """Sync (which creates the views) and create them again; returns what `query` reads: the
+    DuckDB file, or the settings of a PostgreSQL destination."""
     report = run_sync(settings, now=world.now)
     assert report.ok, report.error
+    if settings.target().name == "postgres":
+        assert create_views(open_pipeline(settings.target())) == VIEWS
+        return settings
     assert create_views(settings.duckdb_path) == VIEWS
     return settings.duckdb_path
 
 
-def query(path: Path, sql: str) -> list[dict[str, Any]]:
+def query(path: Path | SyncSettings, sql: str) -> list[dict[str, Any]]:
+    """Rows of `sql` in a UTC+9 session, from the DuckDB file or the PostgreSQL destination."""
+    if isinstance(path, SyncSettings):
+        import psycopg2
+        import psycopg2.extras
+
+        con = psycopg2.connect(os.environ["DESTINATION__POSTGRES__CREDENTIALS"])
+        # JSON as text, as DuckDB returns it
+        psycopg2.extras.register_default_json(con, loads=lambda text: text)
+        psycopg2.extras.register_default_jsonb(con, loads=lambda text: text)
+        try:
+            with con.cursor() as cursor:
+                cursor.execute(f"set time zone '{SESSION_TZ}'")
+                cursor.execute(sql)
+                names = [d[0] for d in cursor.description]
+                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            con.close()
     with duckdb.connect(str(path), read_only=True) as con:
         con.execute(f"set timezone = '{SESSION_TZ}'")
         result = con.execute(sql)
@@ -224,6 +251,7 @@ def stub_db() -> duckdb.DuckDBPyConnection:
     con.execute("create table stackai.flow_runs (run_id varchar)")
     con.execute("create table stackai.flow_runs__llm_usage (run_id varchar)")
     con.execute("create table stackai.flows (org_id varchar, flow_id varchar)")
+    con.execute("create table stackai.llm_call_costs (call_id varchar)")
     yield con
     con.close()
 
@@ -369,6 +397,7 @@ def test_view_has_its_header_columns_and_is_unique_on_its_grain(header_check_fil
 # --------------------------------------------------------------------- views
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_runs(settings, world):
     path = sync_with_views(settings, world)
     got = {r["run_id"]: r for r in query(path, "select * from stackai.runs")}
@@ -408,6 +437,7 @@ def test_runs(settings, world):
     assert any(r["date"].hour >= 15 for r in want.values()), "no run on a different Tokyo day"
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_error_patterns_mask_ids_and_numbers(settings, world):
     failed = [r for _, _, r in world.all_runs() if r["state"] == "FAILED"]
     messages = {
@@ -433,6 +463,7 @@ def test_error_patterns_mask_ids_and_numbers(settings, world):
     assert error_pattern("decade facade 1") == "decade facade <n>"
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_daily_flow_runs(settings, world):
     path = sync_with_views(settings, world)
     got = {
@@ -458,6 +489,7 @@ def test_daily_flow_runs(settings, world):
     assert any(w["open"] for w in want.values())
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_daily_llm_usage(settings, world):
     path = sync_with_views(settings, world)
     key_columns = ("org_id", "flow_id", "run_date", "provider", "model_id")
@@ -492,6 +524,7 @@ def test_daily_llm_usage(settings, world):
     assert any(w["calls_without_usage"] for w in want.values())
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_user_usage(settings, world):
     path = sync_with_views(settings, world)
     got = {(r["org_id"], r["user_id"]): r for r in query(path, "select * from stackai.user_usage")}
@@ -508,6 +541,7 @@ def test_user_usage(settings, world):
     assert any(user_id is None for _, user_id in want)
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_ran_by_usage(settings, world):
     path = sync_with_views(settings, world)
     got = {
@@ -530,6 +564,7 @@ def test_ran_by_usage(settings, world):
     assert {kind for _, kind, _ in want} >= {"user", "system", "org_api_key", None}
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_top_errors(settings, world):
     path = sync_with_views(settings, world)
     got = {
@@ -556,6 +591,7 @@ def test_top_errors(settings, world):
     assert max(w["runs"] for w in want.values()) > 1, "no two errors share a pattern"
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_run_feedback(settings, world):
     finished = [r for _, _, r in world.all_runs() if r["state"] in FINAL]
     crafted = [
@@ -596,6 +632,7 @@ def test_run_feedback(settings, world):
     assert len(ratings) > 3
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_run_trees_flag_orphans_and_loops(settings, world):
     first, second = world.flows()[0], world.flows()[1]
     ghost = "00000000-0000-4000-8000-00000000dead"
@@ -657,6 +694,7 @@ def test_run_trees_flag_orphans_and_loops(settings, world):
     assert sum(w.get("depth") == 1 for w in want.values()) > 5, "few sub-workflow runs"
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_stale_open_runs(settings, world):
     now = datetime.now(UTC)
     # Move the clock to the present: every open run of the history finishes.
@@ -731,6 +769,7 @@ NAMED_VIEWS = (
 )
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_every_per_flow_view_names_its_flows_as_the_api_does(settings, world):
     path = sync_with_views(settings, world)
     names = {(f.org_id, f.flow_id): f.name for f in world.flows()}

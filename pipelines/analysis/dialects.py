@@ -37,7 +37,8 @@ def _postgres(node: exp.Expression) -> exp.Expression:
                 this=exp.Not(this=exp.Is(this=node.expression.copy(), expression=exp.Null()))
             ),
         )
-        return exp.Bracket(this=exp.Paren(this=filtered), expressions=[exp.Literal.number(1)])
+        # sqlglot writes a Bracket built here in its own 0-based convention: 0 is PostgreSQL's [1]
+        return exp.Bracket(this=exp.Paren(this=filtered), expressions=[exp.Literal.number(0)])
     if isinstance(node, exp.IgnoreNulls) and isinstance(node.this, exp.AnyValue):
         # DuckDB's any_value skips nulls, as max does; the views use it on one value per group
         return exp.Max(this=node.this.this.copy())
@@ -52,7 +53,33 @@ def _postgres(node: exp.Expression) -> exp.Expression:
     return node
 
 
-TRANSFORMS = {"postgres": _postgres}
+def _bigquery(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.RegexpReplace) and node.args.get("modifiers") is not None:
+        # BigQuery's REGEXP_REPLACE (RE2, like DuckDB's) replaces every match and takes no
+        # flags: 'g' is its default, 'i' becomes RE2's inline (?i)
+        flags = node.args["modifiers"].name
+        node.set("modifiers", None)
+        node.set("single_replace", None)
+        if "i" in flags:
+            node.set(
+                "expression", exp.DPipe(this=exp.Literal.string("(?i)"), expression=node.expression)
+            )
+    return node
+
+
+def _snowflake(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.RegexpReplace) and node.args.get("modifiers") is not None:
+        # Snowflake: REGEXP_REPLACE(subject, pattern, replacement, position, occurrence,
+        # parameters); occurrence 0 replaces every match, 'i' is a parameter
+        flags = node.args["modifiers"].name.replace("g", "")
+        node.set("position", exp.Literal.number(1))
+        node.set("occurrence", exp.Literal.number(0))
+        node.set("modifiers", exp.Literal.string(flags or "c"))
+        node.set("single_replace", None)
+    return node
+
+
+TRANSFORMS = {"postgres": _postgres, "bigquery": _bigquery, "snowflake": _snowflake}
 
 
 def transpile(sql: str, dialect: str) -> list[str]:

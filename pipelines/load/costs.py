@@ -12,7 +12,9 @@ leaves calls for the next sync to price.
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,26 +121,36 @@ def price_calls(pipeline: dlt.Pipeline, book: PriceBook) -> PricingReport:
     report = PricingReport(unpriced_models={})
     with pipeline.sql_client() as client:
         existing = _existing(client, pipeline.dataset_name)
-        if not {endpoint.LLM_USAGE_TABLE, endpoint.RUNS_TABLE} <= existing:
-            return report
-        with_costs = COSTS_TABLE in existing
-        sql = _stale_calls_sql(client, with_costs)
-        params = (book.version,) if with_costs else ()
-        tables = []
-        with client.execute_query(sql, *params) as cursor:
-            while rows := cursor.fetchmany(BATCH):
-                tables.append(_priced(rows, book, report))
-    if tables:
-        resource = dlt.resource(
-            tables,
-            name=COSTS_TABLE,
-            table_name=COSTS_TABLE,
-            write_disposition={"disposition": "merge", "strategy": "delete-insert"},
-            primary_key="call_id",
-            columns=COST_COLUMNS,
-        )
-        pipeline.run(resource, schema=pipeline.default_schema)
-    if with_costs or tables:
+    if not {endpoint.LLM_USAGE_TABLE, endpoint.RUNS_TABLE} <= existing:
+        return report
+    with_costs = COSTS_TABLE in existing
+
+    def priced_batches() -> Iterator[pa.Table]:
+        # A generator, so dlt writes each batch to its file as it comes: memory stays one
+        # batch whatever the history's size (a re-pricing reads all of it).
+        with pipeline.sql_client() as client:
+            sql = _stale_calls_sql(client, with_costs)
+            params = (book.version,) if with_costs else ()
+            with client.execute_query(sql, *params) as cursor:
+                while rows := cursor.fetchmany(BATCH):
+                    yield _priced(rows, book, report)
+
+    batches = priced_batches()
+    try:
+        first = next(batches, None)
+        if first is not None:  # a sync with nothing to price runs no second load
+            resource = dlt.resource(
+                itertools.chain([first], batches),
+                name=COSTS_TABLE,
+                table_name=COSTS_TABLE,
+                write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+                primary_key="call_id",
+                columns=COST_COLUMNS,
+            )
+            pipeline.run(resource, schema=pipeline.default_schema)
+    finally:
+        batches.close()
+    if with_costs or report.priced:
         with pipeline.sql_client() as client:
             usage = client.make_qualified_table_name(endpoint.LLM_USAGE_TABLE)
             costs = client.make_qualified_table_name(COSTS_TABLE)

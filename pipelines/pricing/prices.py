@@ -25,6 +25,7 @@ from pipelines.pricing.providers import provider_id
 from pipelines.stackai.config import ConfigError
 
 PER_MTOK = 1_000_000
+PER_KCOUNT = 1_000
 LIBRARY = f"genai-prices {genai_prices.__version__}"
 """`price_source` of a call priced by the library."""
 OVERRIDE = "override"
@@ -112,10 +113,13 @@ class Price:
     source: str
     model: str
     """The model the price is for: genai-prices' model id, or the override's MODEL_ID."""
+    request_cost_usd: Decimal = Decimal(0)
+    """A fee per request some models charge on top of tokens (Perplexity's sonar: USD per
+    thousand requests); 0 for the others and for overrides."""
 
     @property
     def cost_usd(self) -> Decimal:
-        return self.input_cost_usd + self.output_cost_usd
+        return self.input_cost_usd + self.output_cost_usd + self.request_cost_usd
 
 
 _MISSING = object()
@@ -214,6 +218,8 @@ class PriceBook:
             calc_unit_price(prices.output_mtok, tokens_out, total_in, PER_MTOK),
             LIBRARY,
             model.id,
+            # one call is one request
+            calc_unit_price(getattr(prices, "requests_kcount", None), 1, total_in, PER_KCOUNT),
         )
 
 

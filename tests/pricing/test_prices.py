@@ -36,6 +36,9 @@ CALLS = [
     ("Bedrock", "anthropic.claude-3-haiku-20240307-v1:0", datetime(2025, 1, 1, tzinfo=UTC), 7, 3),
     ("Mistral", "mistral-large-latest", datetime(2025, 5, 5, tzinfo=UTC), 999, 1),
     ("Groq", "llama-3.1-70b-versatile", datetime(2024, 11, 1, tzinfo=UTC), 10_000, 0),
+    # a fee per request on top of tokens
+    ("Perplexity", "sonar", datetime(2025, 4, 1, tzinfo=UTC), 800, 300),
+    ("Perplexity", "sonar-pro", datetime(2025, 4, 1, tzinfo=UTC), 0, 0),
     # prices that changed on a date: o3 on 2025-06-10, mistral-small-latest on 2026-03-16
     ("OpenAI", "o3", datetime(2025, 6, 9, 23, 59, 59, tzinfo=UTC), 20_000, 5_000),
     ("OpenAI", "o3", datetime(2025, 6, 10, tzinfo=UTC), 20_000, 5_000),
@@ -102,6 +105,7 @@ def test_any_date_and_size_costs_what_genai_prices_says(call, when, tokens_in, t
         expected.input_price,
         expected.output_price,
     )
+    assert got.cost_usd == expected.total_price
 
 
 @pytest.mark.parametrize(
