@@ -5,16 +5,24 @@ the documented size."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import re
+import shlex
 import struct
-from datetime import timedelta
+import subprocess
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import duckdb
+import pytest
 from rich.console import Console
 
 from pipelines.analysis import report as reporting
 from pipelines.stackai.flows import FlowRef
-from tests.support.cli import stackai_runs
+from tests.support.cli import ROOT, cli_command, environment, stackai_runs
 from tests.test_views import FINAL, error_pattern, group, sync_with_views, truth
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -79,7 +87,7 @@ def test_report_cli_shows_each_flows_runs_and_failure_rate_and_writes_the_chart(
     assert any(pattern in result.stdout for (_, pattern), v in patterns.items() if len(v) == most)
     assert "top 5 models by tokens" in result.stdout
 
-    assert png_size(chart) == (1200, 700)
+    assert png_size(chart) == (1200, 850)
     assert f"chart written to {chart}" in result.stdout
 
 
@@ -140,13 +148,41 @@ def test_report_is_read_only_and_says_when_the_views_are_missing(settings, world
     assert "--since" in result.stderr
 
 
-def test_chart_of_an_empty_selection_is_still_a_chart(settings, world, tmp_path):
+def test_a_chart_of_an_empty_range_says_so_and_writes_nothing(settings, world, tmp_path):
     path = sync_with_views(settings, world)
     with reporting.open_read_only(path) as con:
         report = reporting.build_report(con, since=world.now.date() + timedelta(days=1))
     assert report.total is None and not report.days
-    chart = reporting.write_chart(report, tmp_path / "empty.png")
-    assert png_size(chart) == (1200, 700)
+    with pytest.raises(reporting.EmptyChart, match="no runs since"):
+        reporting.write_chart(report, tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
+    chart = tmp_path / "cli.png"
+    result = stackai_runs(
+        "report", "--duckdb", str(path), "--since", "2030-01-01", "--chart", str(chart)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no runs since 2030-01-01: no chart written" in result.stdout
+    assert not chart.exists()
+
+
+def test_a_one_day_chart_has_day_ticks_and_whole_number_counts(settings, world):
+    path = sync_with_views(settings, world)
+    flow = world.flows()[0]
+    day = max(r["day"] for r in truth(world) if r["flow_id"] == flow.flow_id)
+    with reporting.open_read_only(path) as con:
+        report = reporting.build_report(con, day, FlowRef(flow.org_id, flow.flow_id))
+    assert {d.run_date for d in report.days} == {day}
+    figure = reporting.chart_figure(report)
+    runs_axes, failed_axes, _, cost_axes = figure.axes
+    figure.canvas.draw()
+    labels = [t.get_text() for t in cost_axes.get_xticklabels() if t.get_text()]
+    assert labels and not [t for t in labels if ":" in t], labels  # days, never hours
+    for axes in (runs_axes, failed_axes):
+        ticks = [t for t in axes.get_yticks() if axes.get_ylim()[0] <= t <= axes.get_ylim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    if not report.days[0].failed:
+        assert failed_axes.get_ylim() == (0.0, 1.0)  # not 0 to 0.05
+    assert cost_axes.get_ylabel() == "cost (USD)"
 
 
 def test_report_names_flows_and_flags_those_whose_stored_runs_fall_short(settings, world):
@@ -178,3 +214,121 @@ def test_report_names_flows_and_flags_those_whose_stored_runs_fall_short(setting
     assert flagged.total_runs - flagged.stored_runs == 2
     assert f"2 of the {flagged.total_runs:,} runs the API counts are not stored" in text
     assert f"--full-refresh --flow {short}" in text
+
+
+def test_report_into_a_closed_pipe_exits_0_silently(settings, world):
+    path = sync_with_views(settings, world)
+    command = [*cli_command("report", "--duckdb", str(path)), "|", "head", "-1"]
+    result = subprocess.run(
+        " ".join(shlex.quote(c) if c != "|" else c for c in command) + "; exit ${PIPESTATUS[0]}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        env=environment(),
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("stackai-runs report")
+    assert result.stderr == ""
+
+
+def test_report_since_takes_the_date_times_sync_takes(settings, world):
+    path = sync_with_views(settings, world)
+    runs = truth(world)
+    instant = sorted(r["date"] for r in runs)[len(runs) // 2]
+    since = instant.astimezone(timezone(timedelta(hours=-5))).isoformat()  # any offset
+    with reporting.open_read_only(path) as con:
+        report = reporting.build_report(con, since=instant)
+    assert report.total is not None
+    assert report.total.runs == sum(r["date"] >= instant for r in runs)
+    result = stackai_runs("report", "--duckdb", str(path), "--since", since)
+    assert result.returncode == 0, result.stderr
+    assert f"{report.total.runs:,} runs started" in result.stdout
+    for bad in ("", "yesterday", "2026-13-01"):
+        refused = stackai_runs("report", "--duckdb", str(path), "--since", bad)
+        assert refused.returncode == 2 and "--since" in refused.stderr
+
+
+def test_the_command_a_message_names_then_works(settings, world, tmp_path):
+    """An empty file: report says to sync, with the command; that sync works; with the views
+    gone, report says to create them, with the command; that command works; report then works."""
+    path = tmp_path / "empty.duckdb"
+    duckdb.connect(str(path)).close()
+    env = {
+        "STACKAI_API_KEY": settings.api_key,
+        "SOURCES__STACKAI__BASE_URL": settings.base_url,
+        "SOURCES__STACKAI__FLOWS": json.dumps([str(f) for f in settings.flows]),
+    }
+    said = stackai_runs("report", "--duckdb", str(path), env=env)
+    assert said.returncode == 1 and "sync first" in said.stderr
+    command = re.search(r"\((stackai-runs [^)]*)\)", said.stderr).group(1)
+    assert command.startswith("stackai-runs sync")
+    ran = stackai_runs(*shlex.split(command)[1:], "--quiet", env=env)
+    assert ran.returncode == 0, ran.stderr
+    with duckdb.connect(str(path)) as con:
+        for (name,) in con.execute(
+            "select view_name from duckdb_views() where not internal and schema_name = 'stackai'"
+        ).fetchall():
+            con.execute(f"drop view if exists stackai.{name} cascade")
+    said = stackai_runs("report", "--duckdb", str(path), env=env)
+    assert said.returncode == 1 and "create the views first" in said.stderr
+    command = re.search(r"\((stackai-runs [^)]*)\)", said.stderr).group(1)
+    assert command.startswith("stackai-runs views")
+    ran = stackai_runs(*shlex.split(command)[1:], env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert stackai_runs("report", "--duckdb", str(path), env=env).returncode == 0
+
+
+def test_views_on_a_file_with_nothing_synced_names_the_sync_that_works(settings, tmp_path):
+    path = tmp_path / "nothing.duckdb"
+    duckdb.connect(str(path)).close()
+    said = stackai_runs("views", "--duckdb", str(path))
+    assert said.returncode == 1 and "sync first" in said.stderr
+    assert f"stackai-runs sync --duckdb {path}" in said.stderr
+
+
+def read_only(folder: Path) -> Callable[[], None]:
+    """Make `folder` read-only, for root too (chattr +i where the file system has it); returns
+    the undo."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return lambda: folder.chmod(0o755)
+    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a folder read-only for root here: {made.stderr!r}")
+    return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_views_in_a_read_only_folder_is_one_line(settings, world, tmp_path):
+    sync_with_views(settings, world)
+    folder = settings.duckdb_path.parent
+    (folder / (settings.duckdb_path.name + ".lock")).unlink()
+    undo = read_only(folder)
+    try:
+        assert not os.access(folder, os.W_OK) or os.geteuid() == 0
+        result = stackai_runs("views", "--duckdb", str(settings.duckdb_path))
+    finally:
+        undo()
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "cannot create the lock file beside" in result.stderr
+
+
+@pytest.mark.parametrize("destination", ["postgres"], indirect=True)
+def test_views_and_report_on_postgres_match_duckdb(settings, world, tmp_path):
+    from pipelines.load import run_sync
+
+    assert run_sync(settings, now=world.now).ok
+    on_duckdb = replace(settings, destination=None, duckdb_path=tmp_path / "same.duckdb")
+    assert run_sync(on_duckdb, now=world.now).ok
+    views = stackai_runs("views", "--destination", "postgres")
+    assert views.returncode == 0, views.stderr
+    assert "postgres at 127.0.0.1:" in views.stdout
+    postgres = stackai_runs("report", "--destination", "postgres")
+    duck = stackai_runs("report", "--duckdb", str(on_duckdb.duckdb_path))
+    assert postgres.returncode == duck.returncode == 0, postgres.stderr + duck.stderr
+    # the same figures, below the first line (which names where the data is)
+    assert postgres.stdout.splitlines()[1:] == duck.stdout.splitlines()[1:]

@@ -7,16 +7,20 @@ Exit codes: 0 every flow synced; 1 at least one flow failed (the others still lo
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import duckdb
 import typer
 from rich.markup import escape
 
+from pipelines.analysis.views import SourceTablesMissing
 from pipelines.cli import console
 from pipelines.load import DuckDBPathError, SyncLocked, pipelines_dir_for, run_sync
+from pipelines.load.destination import DestinationChoice
 from pipelines.load.lock import DestinationUnreachable
 from pipelines.settings import ConfigError, SyncSettings, load_settings
 from pipelines.stackai.flows import FlowRef
@@ -415,8 +419,36 @@ def _existing_duckdb_file(duckdb_path: str | None) -> Path:
     configured = duckdb_path or _configured("destination.duckdb.credentials")
     path = Path(configured or DEFAULT_DUCKDB_PATH).expanduser().resolve()
     if not path.is_file():
-        raise _fail_usage(f"no DuckDB file at {path}: sync first, or pass --duckdb PATH")
+        raise _fail_usage(
+            f"no DuckDB file at {path}: sync first (stackai-runs sync --duckdb {path}),"
+            " or pass --duckdb PATH"
+        )
     return path
+
+
+def _server_destination(destination: str | None) -> DestinationChoice | None:
+    """The destination `--destination` or `[sources.stackai] destination` names, when it is
+    not a DuckDB file (None then); exit 2 for an unknown name or missing credentials."""
+    from pipelines.load.destination import choose
+    from pipelines.stackai.config import ConfigError
+
+    if destination is not None and not destination.strip():
+        raise _fail_usage("--destination is empty (an unset variable in a crontab?)")
+    name = destination or _configured("sources.stackai.destination")
+    if not name or name.strip().lower() == "duckdb":
+        return None
+    try:
+        return choose(name)
+    except ConfigError as exc:
+        raise _fail_usage(str(exc)) from None
+
+
+DESTINATION_OPTION = typer.Option(
+    "--destination",
+    metavar="NAME",
+    help="Where the data is: duckdb (default), postgres, motherduck, bigquery or snowflake."
+    " Default: destination in config.",
+)
 
 
 @app.command()
@@ -425,6 +457,7 @@ def views(
         str | None,
         typer.Option("--duckdb", metavar="PATH", help="DuckDB file. Default: stackai_runs.duckdb"),
     ] = None,
+    destination: Annotated[str | None, DESTINATION_OPTION] = None,
     sql_dir: Annotated[
         Path | None,
         typer.Option(
@@ -437,30 +470,69 @@ def views(
 ) -> None:
     """Create or replace the analysis views (shipped, then your own; schema stackai)."""
     from pipelines.analysis.views import ViewError, create_views
-    from pipelines.load import sync_lock
+    from pipelines.load import DestinationUnreachable, lock_for, open_pipeline, sync_lock
 
-    path = _existing_duckdb_file(duckdb_path)
+    server = _server_destination(destination)
+    path = None if server else _existing_duckdb_file(duckdb_path)
+    where = server.describe() if server else str(path)
     if sql_dir is None:
         configured = _configured("sources.stackai.sql_dir")
         sql_dir = Path(configured).expanduser() if configured else None
     try:
-        with sync_lock(path, VIEWS_LOCK_WAIT_SECONDS):
-            created = create_views(path, sql_dir=sql_dir)
-    except (ViewError, SyncLocked, duckdb.Error) as exc:
+        if server is not None:
+            with lock_for(server, VIEWS_LOCK_WAIT_SECONDS):
+                created = create_views(open_pipeline(server), sql_dir=sql_dir)
+        else:
+            with sync_lock(path, VIEWS_LOCK_WAIT_SECONDS):
+                created = create_views(path, sql_dir=sql_dir)
+    except SourceTablesMissing as exc:
+        flag = f"--destination {server.name}" if server else f"--duckdb {path}"
+        console.stderr.print(
+            f"[red]error[/]: {escape(where)}: {escape(str(exc))}"
+            f" (stackai-runs sync {escape(flag)})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_FLOW_FAILED) from None
+    except (ViewError, SyncLocked, DestinationUnreachable, duckdb.Error) as exc:
         console.stderr.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FLOW_FAILED) from None
+    except OSError as exc:  # the lock file beside the DuckDB file, in a read-only folder
+        raise _fail_usage(
+            f"cannot create the lock file beside {where}: {exc.strerror or exc}"
+        ) from None
+    except Exception as exc:  # the destination refused (dlt's errors), one line
+        console.stderr.print(
+            f"[red]error[/]: {escape(where)}: {escape(_first_line(exc))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_FLOW_FAILED) from None
     console.stdout.print(
-        f"{len(created)} views created or replaced in {path}: {', '.join(created)}",
+        f"{len(created)} views created or replaced in {where}: {', '.join(created)}",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    from pipelines.stackai.http import redact
+
+    cause = exc.__cause__ or exc
+    text = str(cause).strip()
+    return redact(f"{type(cause).__name__}: {text.splitlines()[0] if text else ''}")
 
 
 @app.command()
 def report(
     since: Annotated[
         str | None,
-        typer.Option("--since", metavar="DATE", help="Only runs started on or after this UTC day."),
+        typer.Option(
+            "--since",
+            metavar="ISO8601",
+            help="Only runs started from this UTC day (2026-11-01) or instant"
+            " (2026-11-01T12:00:00Z; UTC if no offset) on.",
+        ),
     ] = None,
     flow: Annotated[
         str | None, typer.Option("--flow", metavar="ORG_ID/FLOW_ID", help="Only this flow.")
@@ -469,44 +541,79 @@ def report(
         str | None,
         typer.Option("--duckdb", metavar="PATH", help="DuckDB file. Default: stackai_runs.duckdb"),
     ] = None,
+    destination: Annotated[str | None, DESTINATION_OPTION] = None,
     chart: Annotated[
         Path | None,
         typer.Option(
             "--chart",
             metavar="FILE.png",
-            help="Also write a PNG of daily runs, failures and p95 latency per flow.",
+            help="Also write a PNG of daily runs, failures, p95 latency and cost per flow.",
         ),
     ] = None,
 ) -> None:
-    """Summarise the runs from the views: per flow, top failures, top models (read-only)."""
-    from datetime import date
-
+    """Summarise the runs from the views: per flow, top failures, models, users (read-only)."""
     from pipelines.analysis import report as reporting
+    from pipelines.load import DestinationUnreachable, open_pipeline
+    from pipelines.stackai.config import ConfigError, parse_instant
 
-    try:
-        since_day = date.fromisoformat(since) if since else None
-    except ValueError:
-        raise _fail_usage(f"--since must be a date YYYY-MM-DD, got {since!r}") from None
+    since_value = _parse_since(since, parse_instant, ConfigError)
     try:
         selected = FlowRef.parse(flow) if flow else None
     except ValueError as exc:
         raise _fail_usage(f"--flow: {exc}") from None
     if chart is not None:
         _require_extra("chart", "--chart")
-    path = _existing_duckdb_file(duckdb_path)
+    server = _server_destination(destination)
+    path = None if server else _existing_duckdb_file(duckdb_path)
     try:
-        with reporting.open_read_only(path) as con:
-            data = reporting.build_report(con, since_day, selected, source=str(path))
-    except (reporting.ReportError, duckdb.Error) as exc:
+        if server is not None:
+            with reporting.open_destination(open_pipeline(server), server.describe()) as client:
+                data = reporting.build_report(client, since_value, selected, server.describe())
+        else:
+            assert path is not None
+            with reporting.open_read_only(path) as con:
+                data = reporting.build_report(con, since_value, selected, source=str(path))
+    except (reporting.ReportError, DestinationUnreachable, duckdb.Error) as exc:
         console.stderr.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FLOW_FAILED) from None
+    except Exception as exc:  # the destination refused (dlt's errors), one line
+        where = server.describe() if server else str(path)
+        console.stderr.print(
+            f"[red]error[/]: {escape(where)}: {escape(_first_line(exc))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_FLOW_FAILED) from None
     reporting.print_report(data, console.stdout)
     if chart is not None:
         try:
             reporting.write_chart(data, chart)
+        except reporting.EmptyChart as exc:
+            console.stdout.print(str(exc), highlight=False, soft_wrap=True)
+            return
         except OSError as exc:
             raise _fail_usage(f"cannot write the chart {chart}: {exc}") from None
         console.stdout.print(f"chart written to {chart}", highlight=False, soft_wrap=True)
+
+
+def _parse_since(since: str | None, parse_instant: Any, config_error: type) -> Any:
+    """`--since` as a date (a UTC day) or an aware date-time; the same forms `sync` takes."""
+    from datetime import date
+
+    if since is None:
+        return None
+    if not since.strip():
+        raise _fail_usage("--since is empty (an unset variable in a crontab?)")
+    text = since.strip()
+    if len(text) == 10:
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    try:
+        return parse_instant(text, "--since")
+    except config_error as exc:
+        raise _fail_usage(str(exc)) from None
 
 
 def _version(value: bool) -> None:
@@ -528,5 +635,24 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point (`stackai-runs`)."""
-    app()
+    """Console-script entry point (`stackai-runs`).
+
+    A closed stdout (`stackai-runs report | head -1`) is a normal end: exit 0, nothing more
+    printed (`console.stdout` says so to rich; here for what Python still holds at exit).
+    """
+    try:
+        app()
+    except SystemExit as exit_:
+        if exit_.code in (None, EXIT_OK):
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                _quiet_stdout()
+        raise
+
+
+def _quiet_stdout() -> None:
+    # the reader is gone: send what Python still holds to /dev/null, so its flush at exit
+    # neither fails nor prints "Exception ignored ... BrokenPipeError"
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

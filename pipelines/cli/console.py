@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -18,9 +19,20 @@ from rich.table import Table
 
 from pipelines.stackai.progress import FlowReport, ProgressCallback, SyncReport
 
+
 # Off a terminal (cron mail, log files) rich would wrap at 80 columns and split the flow ids
 # (two uuids) over lines; a wide fixed width keeps one flow per line.
-stdout = Console() if sys.stdout.isatty() else Console(width=200)
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # `stackai-runs report | head -1`: the reader has what it wanted; a normal end (rich
+        # exits 1 here by default)
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(0)
+
+
+stdout = _Console() if sys.stdout.isatty() else _Console(width=200)
 stderr = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
 
 
