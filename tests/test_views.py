@@ -11,6 +11,7 @@ import re
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from pipelines.settings import SyncSettings
 from pipelines.simulator import SimulatorServer, World
 from pipelines.stackai.flows import FlowRef
 from tests.conftest import DESTINATIONS
+from tests.support import store
 from tests.support.cli import ROOT, stackai_runs
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 
@@ -177,15 +179,31 @@ def error_pattern(error: str | None) -> str | None:
 # -------------------------------------------------------------- create_views
 
 
+def view_names(path: Path | SyncSettings) -> set[str]:
+    """The views in schema stackai, qualified (information_schema: DuckDB and PostgreSQL)."""
+    rows = query(
+        path,
+        "select table_name from information_schema.tables"
+        " where table_schema = 'stackai' and table_type = 'VIEW'",
+    )
+    return {f"stackai.{r['table_name']}" for r in rows}
+
+
+DAILY_FLOW_RUNS = "select * from stackai.daily_flow_runs order by org_id, flow_id, run_date"
+
+
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_create_views_in_file_order_idempotent(settings, world):
     path = sync_with_views(settings, world)
-    before = query(path, "select * from stackai.daily_flow_runs order by all")
-    assert create_views(path) == VIEWS
-    with duckdb.connect(str(path)) as con:
-        assert create_views(con) == VIEWS
-    assert query(path, "select * from stackai.daily_flow_runs order by all") == before
-    names = query(path, "select view_name from duckdb_views() where schema_name = 'stackai'")
-    assert {f"stackai.{r['view_name']}" for r in names} == set(VIEWS)
+    before = query(path, DAILY_FLOW_RUNS)
+    if isinstance(path, SyncSettings):
+        assert create_views(open_pipeline(settings.target())) == VIEWS
+    else:
+        assert create_views(path) == VIEWS
+        with duckdb.connect(str(path)) as con:
+            assert create_views(con) == VIEWS
+    assert query(path, DAILY_FLOW_RUNS) == before
+    assert view_names(path) == set(VIEWS)
 
 
 def test_sql_files_are_found_beside_the_package_and_documented():
@@ -340,6 +358,20 @@ def header_check_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run long past the stale threshold. Built here because conftest's fixtures are per test."""
     anchor = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
     world = World(seed=7, anchor=anchor, orgs=2, flows_per_org=3, runs_per_flow=60)
+    add_header_cases(world)
+    with SimulatorServer(world) as server:
+        settings = SyncSettings(
+            base_url=server.url,
+            api_key=world.api_key,
+            flows=tuple(FlowRef(f.org_id, f.flow_id) for f in world.flows()),
+            duckdb_path=tmp_path_factory.mktemp("view-headers") / "runs.duckdb",
+            page_size=25,
+        )
+        return sync_with_views(settings, world)
+
+
+def add_header_cases(world: World) -> None:
+    """The runs that could make a view repeat a key or stay empty (see `header_check_file`)."""
     first, second = world.flows()[0], world.flows()[1]
     orphan = world.add_run(
         first.org_id,
@@ -355,15 +387,6 @@ def header_check_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     world.set_feedback(finished[0]["run_id"], '{"rating": 4, "comment": "ok"}')
     world.set_feedback(finished[1]["run_id"], "plain words")
     world.add_run(second.org_id, second.flow_id, state="PENDING")
-    with SimulatorServer(world) as server:
-        settings = SyncSettings(
-            base_url=server.url,
-            api_key=world.api_key,
-            flows=tuple(FlowRef(f.org_id, f.flow_id) for f in world.flows()),
-            duckdb_path=tmp_path_factory.mktemp("view-headers") / "runs.duckdb",
-            page_size=25,
-        )
-        return sync_with_views(settings, world)
 
 
 def test_every_view_file_declares_a_grain_within_its_columns():
@@ -392,6 +415,32 @@ def test_view_has_its_header_columns_and_is_unique_on_its_grain(header_check_fil
         f"select {keys}, count(*) as n from {view} group by all having count(*) > 1 limit 5",
     )
     assert not repeated, f"{view} is not unique on ({keys}): {repeated}"
+
+
+@pytest.mark.parametrize("destination", ["postgres"], indirect=True)
+def test_postgres_views_have_their_header_columns_and_are_unique_on_their_grain(settings, world):
+    """The header checks above, on PostgreSQL's views (transpiled, or `sql/postgres/`'s own
+    file): same columns, same grain. One test: conftest's fixtures are per test."""
+    add_header_cases(world)
+    path = sync_with_views(settings, world)
+    for file in VIEW_FILES:
+        view = file.stem.split("_", 1)[1]
+        grain, columns = header_grain_and_columns(file)
+        described = query(
+            path,
+            "select column_name from information_schema.columns"
+            f" where table_schema = 'stackai' and table_name = '{view}'",
+        )
+        assert {r["column_name"] for r in described} == set(columns), view
+        (count,) = query(path, f"select count(*) as n from stackai.{view}")
+        assert count["n"] > 0, f"{view} is empty: its grain check would prove nothing"
+        keys = ", ".join(grain)
+        repeated = query(
+            path,
+            f"select {keys}, count(*) as n from stackai.{view}"
+            f" group by {keys} having count(*) > 1 limit 5",
+        )
+        assert not repeated, f"{view} is not unique on ({keys}): {repeated}"
 
 
 # --------------------------------------------------------------------- views
@@ -727,18 +776,13 @@ def test_stale_open_runs(settings, world):
         assert got[run_id]["age_hours"] == pytest.approx(fields["age_hours"], abs=0.05)
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_every_sync_refreshes_the_views_and_a_broken_view_does_not_undo_the_load(
     settings, world, tmp_path, monkeypatch
 ):
     assert run_sync(settings, now=world.now).ok
-    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
-        names = {
-            r[0]
-            for r in con.execute(
-                "select view_name from duckdb_views() where schema_name = 'stackai'"
-            ).fetchall()
-        }
-    assert {path.stem.split("_", 1)[1] for path in SQL_DIR.glob("*.sql")} <= names
+    target = settings if settings.target().name == "postgres" else settings.duckdb_path
+    assert view_names(target) == set(VIEWS)
 
     broken = tmp_path / "sql"
     broken.mkdir()
@@ -752,7 +796,7 @@ def test_every_sync_refreshes_the_views_and_a_broken_view_does_not_undo_the_load
     assert all(f.ok for f in report.flows.values())
     assert "010_runs.sql" in report.error and not report.ok
     horizon = world.now - settings.rules.max_open_run_age
-    assert_matches(loaded_runs(settings.duckdb_path), expected_runs(world), horizon)
+    assert_matches(loaded_runs(settings), expected_runs(world), horizon)
 
 
 # --------------------------------------------------------------- flow names, completeness
@@ -783,10 +827,11 @@ def test_every_per_flow_view_names_its_flows_as_the_api_does(settings, world):
             assert row["root_flow_name"] == names[(row["org_id"], row["root_flow_id"])]
 
 
-def completeness(path: Path) -> dict[str, dict[str, Any]]:
+def completeness(path: Path | SyncSettings) -> dict[str, dict[str, Any]]:
     return {r["flow_id"]: r for r in query(path, "select * from stackai.flow_completeness")}
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_flow_completeness_compares_stored_runs_with_the_apis_count(settings, world):
     path = sync_with_views(settings, world)
     counts: dict[str, int] = defaultdict(int)
@@ -804,20 +849,19 @@ def test_flow_completeness_compares_stored_runs_with_the_apis_count(settings, wo
 
     # runs lost from the copy: counted against the API's total, flagged
     short = settings.flows[0].flow_id
-    with duckdb.connect(str(path)) as con:
-        con.execute(
-            "delete from stackai.flow_runs where run_id in"
-            " (select run_id from stackai.flow_runs where flow_id = ? limit 3)",
-            [short],
-        )
+    store.execute(
+        path,
+        "delete from stackai.flow_runs where run_id in"
+        " (select run_id from stackai.flow_runs where flow_id = %s limit 3)",
+        short,
+    )
     row = completeness(path)[short]
     assert (row["stored_runs"], row["missing_runs"]) == (counts[short] - 3, 3)
     assert row["explanation"] == "runs missing" and row["is_short"] is True
 
 
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_flow_completeness_explains_runs_before_initial_start_date(settings, world):
-    from dataclasses import replace
-
     from pipelines.stackai.window import WindowRules
     from tests.support.truth import utc
 

@@ -53,28 +53,62 @@ def _postgres(node: exp.Expression) -> exp.Expression:
     return node
 
 
+def _regexp_flags(node: exp.RegexpReplace, dialect: str) -> tuple[bool, bool]:
+    """(every match, case-insensitive) of DuckDB's regexp_replace `node` ('g', 'i', 'c' only).
+
+    DuckDB replaces the first match unless 'g' is given; 'i' and 'c' switch case-insensitivity
+    on and off (the last one given wins). Other options (newline, literal) have no equivalent
+    here, and flags that are not a literal cannot be read.
+    """
+    modifiers = node.args.get("modifiers")
+    if modifiers is None:
+        flags = ""
+    elif isinstance(modifiers, exp.Literal) and modifiers.is_string:
+        flags = modifiers.name
+    else:
+        raise sqlglot.errors.UnsupportedError(
+            f"regexp_replace's options must be a string literal to be written for {dialect}"
+        )
+    unknown = set(flags) - set("gic")
+    if unknown:
+        raise sqlglot.errors.UnsupportedError(
+            f"regexp_replace option(s) {''.join(sorted(unknown))!r} have no {dialect} equivalent"
+        )
+    case = [flag for flag in flags if flag in "ic"]
+    return "g" in flags, bool(case) and case[-1] == "i"
+
+
 def _bigquery(node: exp.Expression) -> exp.Expression:
-    if isinstance(node, exp.RegexpReplace) and node.args.get("modifiers") is not None:
+    if isinstance(node, exp.RegexpReplace):
         # BigQuery's REGEXP_REPLACE (RE2, like DuckDB's) replaces every match and takes no
-        # flags: 'g' is its default, 'i' becomes RE2's inline (?i)
-        flags = node.args["modifiers"].name
+        # flags: 'g' is its only behaviour, 'i' becomes RE2's inline (?i)
+        every, insensitive = _regexp_flags(node, "bigquery")
+        if not every:
+            raise sqlglot.errors.UnsupportedError(
+                "regexp_replace without 'g' replaces the first match only; BigQuery's"
+                " REGEXP_REPLACE replaces every match"
+            )
         node.set("modifiers", None)
         node.set("single_replace", None)
-        if "i" in flags:
-            node.set(
-                "expression", exp.DPipe(this=exp.Literal.string("(?i)"), expression=node.expression)
-            )
+        if insensitive:
+            pattern = node.expression
+            if isinstance(pattern, exp.Literal) and pattern.is_string:
+                pattern = exp.Literal.string("(?i)" + pattern.this)
+            else:
+                pattern = exp.DPipe(this=exp.Literal.string("(?i)"), expression=pattern)
+            node.set("expression", pattern)
     return node
 
 
 def _snowflake(node: exp.Expression) -> exp.Expression:
-    if isinstance(node, exp.RegexpReplace) and node.args.get("modifiers") is not None:
+    if isinstance(node, exp.RegexpReplace):
         # Snowflake: REGEXP_REPLACE(subject, pattern, replacement, position, occurrence,
-        # parameters); occurrence 0 replaces every match, 'i' is a parameter
-        flags = node.args["modifiers"].name.replace("g", "")
+        # parameters); occurrence 0 replaces every match (its default), 1 the first as DuckDB
+        # does without 'g'; 'i' and 'c' are parameters
+        every, insensitive = _regexp_flags(node, "snowflake")
         node.set("position", exp.Literal.number(1))
-        node.set("occurrence", exp.Literal.number(0))
-        node.set("modifiers", exp.Literal.string(flags or "c"))
+        node.set("occurrence", exp.Literal.number(0 if every else 1))
+        node.set("modifiers", exp.Literal.string("i" if insensitive else "c"))
         node.set("single_replace", None)
     return node
 
