@@ -1,5 +1,5 @@
 """`python -m pipelines.cli`: the same as the `stackai-runs` command."""
 
-from pipelines.cli.app import main
+from pipelines.cli import main
 
 main()

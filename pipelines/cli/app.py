@@ -68,9 +68,14 @@ def _require_extra(extra: str, what: str) -> None:
 def _sync_and_report(
     settings: SyncSettings, quiet: bool, fail_on_rejected: bool = False, as_json: bool = False
 ) -> int:
+    from pipelines.cli import signals
+    from pipelines.stackai.progress import SyncReport
+
+    report = SyncReport()
+    signals.watch(report)
     try:
         with console.live_progress(enabled=not quiet and not as_json) as on_progress:
-            report = run_sync(settings, on_progress=on_progress)
+            run_sync(settings, on_progress=on_progress, report=report)
     except (SyncLocked, DestinationUnreachable) as exc:
         console.stderr.print(f"[red]error[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
         if as_json:
@@ -81,11 +86,34 @@ def _sync_and_report(
         if as_json:
             console.print_json_summary(None, error=str(exc))
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, signals.Interrupted) as exc:
         console.stderr.print(
-            "interrupted: nothing partial was committed; the next sync finishes what was pending"
+            f"interrupted ({signals.describe(exc)}): nothing partial was committed; the next"
+            " sync finishes what was pending",
+            highlight=False,
+            soft_wrap=True,
         )
-        return EXIT_INTERRUPTED
+        return signals.exit_code(exc)
+    finally:
+        signals.watch(None)
+    if signals.received is not None:
+        stopped = [f for f in report.flows.values() if f.status == "failed"]
+        done = len(report.flows) - len(stopped)
+        if as_json:
+            console.print_json_summary(report)
+        if stopped:
+            said = (
+                f"{done} flows finished and were committed; {len(stopped)} stopped before"
+                " finishing (their cursors did not move: the next sync reads them again)"
+            )
+        else:
+            said = f"it came as the load ended: all {done} flows finished and were committed"
+        console.stderr.print(
+            f"interrupted ({signals.describe(signals.received)}): {said}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 128 + signals.received
     failed = not report.ok or (fail_on_rejected and report.rejected > 0)
     if as_json:
         console.print_json_summary(report)

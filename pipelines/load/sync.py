@@ -75,6 +75,7 @@ def run_sync(
     settings: SyncSettings,
     on_progress: ProgressCallback | None = None,
     now: datetime | None = None,
+    report: SyncReport | None = None,
 ) -> SyncReport:
     """Sync every configured flow into the destination (default the DuckDB file) once.
 
@@ -83,6 +84,8 @@ def run_sync(
         on_progress: Called (from extract threads) whenever a flow starts, reads a page or ends.
         now: The sync's pinned end (aware UTC); default the current time. Tests pass the
             simulator's clock.
+        report: The report to fill in (its `stop` event stops every flow before its next
+            request: what the CLI's signal handler sets); default a new one.
 
     Returns:
         A `SyncReport`: per flow ok/failed, pages, runs, requests, retries, cursors;
@@ -95,7 +98,9 @@ def run_sync(
         DestinationUnreachable: a PostgreSQL server refused the lock's connection.
         KeyboardInterrupt: interrupted; whatever was extracted is finished by the next sync.
     """
-    report = SyncReport(on_progress=on_progress)
+    if report is None:
+        report = SyncReport()
+    report.on_progress = on_progress
     for flow in settings.flows:
         report.flow(str(flow))
     started = time.monotonic()
@@ -162,7 +167,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
         _refresh_views(pipeline, settings.sql_dir, report)
     except Exception as exc:  # reported per flow and as the sync's error, never a traceback
         if isinstance(exc.__cause__, KeyboardInterrupt):
-            raise KeyboardInterrupt from None
+            raise exc.__cause__ from None
         message = _explain(exc)
         target = settings.target()
         if not target.is_duckdb_file and _from_the_destination(exc):

@@ -47,6 +47,11 @@ class ApiResponseError(StackAIError):
     """Any other HTTP error status, after retries (422 carries the server's `detail`)."""
 
 
+class FlowInterrupted(StackAIError):
+    """The sync was asked to stop (a signal) while this flow was reading: it stopped before its
+    next request, and its state did not move."""
+
+
 class PagingError(StackAIError):
     """The server answered `page` requests in a way that would page forever (not retried)."""
 

@@ -72,6 +72,9 @@ class SyncReport:
     nul_replaced_runs: set[str] = field(default_factory=set)
     """run_ids where a NUL was replaced by U+FFFD for the destination (PostgreSQL)."""
     on_progress: ProgressCallback | None = None
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set to stop every flow before its next request (an interrupt): a stopped flow fails,
+    its cursor unmoved; what was read still loads."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def flow(self, name: str) -> FlowReport:
@@ -127,6 +130,11 @@ class SyncReport:
     @property
     def ok(self) -> bool:
         return self.error is None and all(r.ok for r in self.flows.values())
+
+    @property
+    def reading(self) -> bool:
+        """Some flow has not finished reading yet (the extract is still under way)."""
+        return any(r.status in ("pending", "running") for r in self.flows.values())
 
     @property
     def failed(self) -> list[FlowReport]:

@@ -29,6 +29,7 @@ from dlt.extract import DltResource
 from pipelines.stackai import endpoint
 from pipelines.stackai.batch import BATCH_RUNS, FlowBatcher
 from pipelines.stackai.client import (
+    FlowInterrupted,
     FlowNotFound,
     RunsClient,
     StackAIError,
@@ -148,6 +149,12 @@ def _read(
                 batcher.add(page, getattr(page, "body", None))
                 if batcher.pending_runs >= BATCH_RUNS:
                     yield from _load_batch(batcher, flow, seen, report, flow_report)
+                if report.stop.is_set():
+                    # an interrupt: no next request; the flow fails, so its state stays
+                    raise FlowInterrupted(
+                        f"flow {name}: interrupted before it finished; its cursor did not move"
+                        " (the next sync reads it again)"
+                    )
         if batcher.pending_runs:
             yield from _load_batch(batcher, flow, seen, report, flow_report)
 

@@ -85,15 +85,34 @@ KILL_AFTER = {
     ],
 }
 
+
+def _signal_self(signum: int, original):
+    sent = []
+
+    def run(*args, **kwargs):
+        if not sent:  # one signal, as a user sends it
+            sent.append(signum)
+            os.kill(os.getpid(), signum)
+        return original(*args, **kwargs)
+
+    return run
+
+
 if __name__ == "__main__":
     point = sys.argv[1]
-    if point in KILL_AFTER:
+    if point.startswith("signal:"):
+        # signal:SIGTERM:mid_load sends the signal to itself at that step, then goes on: what
+        # the command's signal handling does with it is what a test checks
+        _, name, step = point.split(":")
+        owner, method = KILL_POINTS[step]
+        setattr(owner, method, _signal_self(getattr(signal, name), getattr(owner, method)))
+    elif point in KILL_AFTER:
         for owner, name, replacement in KILL_AFTER[point]:
             setattr(owner, name, replacement)
     else:
         owner, name = KILL_POINTS[point]
         setattr(owner, name, _die)
     sys.argv = ["stackai-runs", *sys.argv[2:]]
-    from pipelines.cli import main
+    from pipelines.cli import main  # installs the signal handlers, as the command does
 
     main()
