@@ -11,17 +11,21 @@ import re
 import shlex
 import struct
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 from rich.console import Console
 
 from pipelines.analysis import report as reporting
+from pipelines.settings import SyncSettings
 from pipelines.stackai.flows import FlowRef
+from tests.conftest import DESTINATIONS
 from tests.support.cli import ROOT, cli_command, environment, stackai_runs
 from tests.test_views import FINAL, error_pattern, group, sync_with_views, truth
 
@@ -91,6 +95,22 @@ def test_report_cli_shows_each_flows_runs_and_failure_rate_and_writes_the_chart(
     assert f"chart written to {chart}" in result.stdout
 
 
+@contextmanager
+def report_source(synced: Path | SyncSettings) -> Iterator[Any]:
+    """What `build_report` reads: the DuckDB file read-only, or the PostgreSQL destination
+    through dlt's SQL client (what `sync_with_views` returned)."""
+    if isinstance(synced, SyncSettings):
+        from pipelines.load import open_pipeline
+
+        target = synced.target()
+        with reporting.open_destination(open_pipeline(target), target.describe()) as client:
+            yield client
+    else:
+        with reporting.open_read_only(synced) as con:
+            yield con
+
+
+@pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
 def test_report_filters_by_day_and_flow(settings, world):
     path = sync_with_views(settings, world)
     runs = truth(world)
@@ -99,7 +119,7 @@ def test_report_filters_by_day_and_flow(settings, world):
     selected = [r for r in runs if r["flow_id"] == flow.flow_id and r["org_id"] == flow.org_id]
     selected = [r for r in selected if r["day"] >= since]
 
-    with reporting.open_read_only(path) as con:
+    with report_source(path) as con:
         report = reporting.build_report(con, since, FlowRef(flow.org_id, flow.flow_id), "test")
     assert [(f.org_id, f.flow_id) for f in report.flows] == [(flow.org_id, flow.flow_id)]
     assert report.total is not None and report.total.runs == len(selected)
@@ -330,5 +350,11 @@ def test_views_and_report_on_postgres_match_duckdb(settings, world, tmp_path):
     postgres = stackai_runs("report", "--destination", "postgres")
     duck = stackai_runs("report", "--duckdb", str(on_duckdb.duckdb_path))
     assert postgres.returncode == duck.returncode == 0, postgres.stderr + duck.stderr
+    assert "postgres at 127.0.0.1:" in postgres.stdout.splitlines()[0]
+    rows = table_rows(postgres.stdout)
+    for (org_id, flow_id), runs in group(
+        truth(world), lambda r: (r["org_id"], r["flow_id"])
+    ).items():
+        assert flow_cells(rows, org_id, flow_id)[1] == f"{len(runs):,}"
     # the same figures, below the first line (which names where the data is)
     assert postgres.stdout.splitlines()[1:] == duck.stdout.splitlines()[1:]

@@ -11,8 +11,9 @@ query written once in DuckDB's SQL and transpiled (`dialects.transpile`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -184,15 +185,30 @@ def open_destination(pipeline: Any, where: str) -> Iterator[Any]:
     that the views exist. `where` names it in messages (`postgres at host:5432/db`).
 
     Raises:
-        ReportError: nothing synced there, or no views yet.
+        ReportError: the server refused the connection (one line naming `where`, never the
+            password), nothing synced there, or no views yet.
     """
-    with pipeline.sql_client() as client:
+    with ExitStack() as stack:
+        try:
+            client = stack.enter_context(pipeline.sql_client())
+        except Exception as exc:  # entering only connects: the driver's refusal, as it is
+            raise ReportError(f"cannot connect to {where}: {_first_line(exc)}") from None
         _check_views(
             _rows(client, VIEWS_SQL),
             f"--destination {pipeline.destination.destination_name}",
             where,
         )
         yield client
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a driver's error, any secret in it masked (a DSN in a message)."""
+    from pipelines.stackai.http import redact
+
+    text = str(exc).strip()
+    line = redact(text.splitlines()[0] if text else type(exc).__name__)
+    line = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", line)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", line, flags=re.IGNORECASE)
 
 
 VIEWS_SQL = """
@@ -493,7 +509,7 @@ def print_report(report: Report, out: Console) -> None:
         out.print(
             f"[yellow]note[/]: {report.total.unpriced_calls:,} LLM calls have no known price and"
             " are not in the costs (stackai.unpriced_models lists their models; set"
-            " [sources.stackai.model_prices] for them)",
+            " \\[sources.stackai.model_prices] for them)",
             highlight=False,
             soft_wrap=True,
         )
