@@ -229,6 +229,12 @@ def load_settings(
             explicit_value={k: v for k, v in flags.items() if v is not None},
         )
     except ConfigurationException as exc:
+        if "model_prices" in str(exc):
+            raise ConfigError(
+                "sources.stackai.model_prices: not a table of prices; in the environment,"
+                " SOURCES__STACKAI__MODEL_PRICES holds a JSON object such as"
+                ' {"OpenAI/gpt-4o": {"input_per_mtok": 2.5, "output_per_mtok": 10}}'
+            ) from None
         raise ConfigError(f"configuration: {str(exc).splitlines()[0]}") from None
     if config.sql_dir and not Path(config.sql_dir).expanduser().is_dir():
         raise ConfigError(
@@ -246,6 +252,12 @@ def load_settings(
     path = duckdb_path or dlt.config.get("destination.duckdb.credentials", str)
     memory_limit = config.duckdb_memory_limit or None
     target = choose(config.destination, Path(path or DEFAULT_DUCKDB_PATH), memory_limit)
+    if duckdb_path is not None and not target.is_duckdb_file:
+        raise ConfigError(
+            f"--duckdb is for the duckdb destination, and this sync loads into"
+            f" {target.describe()} (--destination, or destination in [sources.stackai]);"
+            " drop one of them"
+        )
     settings = SyncSettings(
         base_url=config.base_url,
         api_key=config.api_key,

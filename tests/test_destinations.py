@@ -20,6 +20,14 @@ from tests.support.cli import ROOT, cli_command, environment, stackai_runs, sync
 from tests.support.store import execute, query
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
 
+
+def postgres_sync_args(settings) -> list[str]:
+    """`sync` arguments for the settings' flows into PostgreSQL (no --duckdb)."""
+    args = sync_args_for(replace(settings, destination=choose("postgres")))
+    assert "--duckdb" not in args and args[-2:] == ["--destination", "postgres"]
+    return args
+
+
 NUL_TEXT = "before\x00after \x00"
 
 
@@ -159,9 +167,7 @@ def test_a_bad_server_is_one_line_naming_host_and_database_never_the_password(
         database = "no_such_db"
     url = f"postgresql://{postgres.USER}:{password}@127.0.0.1:{port}/{database}"
     result = stackai_runs(
-        *sync_args_for(settings),
-        "--destination",
-        "postgres",
+        *postgres_sync_args(settings),
         "--json",
         env={"STACKAI_API_KEY": settings.api_key, "DESTINATION__POSTGRES__CREDENTIALS": url},
     )
@@ -183,9 +189,7 @@ def test_missing_privileges_fail_in_one_line_naming_the_database(
     database = postgres_url.rsplit("/", 1)[1]
     url = f"postgresql://reader:reader-secret-pw@127.0.0.1:{postgres_server.port}/{database}"
     result = stackai_runs(
-        *sync_args_for(settings),
-        "--destination",
-        "postgres",
+        *postgres_sync_args(settings),
         env={"STACKAI_API_KEY": settings.api_key, "DESTINATION__POSTGRES__CREDENTIALS": url},
     )
     assert result.returncode == 1, result.stderr
@@ -235,3 +239,39 @@ def test_configured_only_destinations_need_credentials_named_by_their_key(name, 
     secret = url.split(":")[2].split("@")[0] if name == "snowflake" else "md-secret-token"
     assert choice.name == name and secret not in choice.describe()
     assert secret not in str(pipelines_dir_for(choice))
+
+
+def test_duckdb_flag_with_another_destination_is_refused(settings, postgres_url):
+    result = stackai_runs(
+        *sync_args_for(settings), "--destination", "postgres", env={"STACKAI_API_KEY": "sk-x"}
+    )  # sync_args_for passes --duckdb
+    assert result.returncode == 2
+    assert "--duckdb is for the duckdb destination" in result.stderr
+
+
+def test_an_unencoded_at_in_the_password_shows_no_part_of_it(settings):
+    url = "postgresql://me:Leak@pw2@127.0.0.1:5432/analytics"
+    result = stackai_runs(
+        "sync",
+        "--flow",
+        "o/f",
+        "--destination",
+        "postgres",
+        env={"STACKAI_API_KEY": "sk-x", "DESTINATION__POSTGRES__CREDENTIALS": url},
+    )
+    assert result.returncode == 2
+    assert "percent-encode" in result.stderr
+    assert "Leak" not in result.stderr and "pw2" not in result.stderr
+
+
+def test_the_summary_names_where_it_loaded_and_the_working_folder_keeps_no_data_files(
+    settings, world, postgres_url
+):
+    settings = replace(settings, destination=choose("postgres"))
+    result = stackai_runs(*sync_args_for(settings), env={"STACKAI_API_KEY": settings.api_key})
+    assert result.returncode == 0, result.stderr
+    database = postgres_url.rsplit("/", 1)[1]
+    assert "into postgres at 127.0.0.1:" in result.stdout and database in result.stdout
+    folder = pipelines_dir_for(settings.target())
+    kept = [p for p in folder.rglob("*") if p.suffix in (".csv", ".parquet", ".jsonl")]
+    assert not kept, kept[:3]

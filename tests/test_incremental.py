@@ -68,6 +68,9 @@ def settings(
         duckdb_path=duckdb_path,
         page_size=PAGE_SIZE,
         destination=target,
+        # the daily feedback pass off: these tests pin the tail each rule reads; the pass's own
+        # tests set it (the defaults in test_by_default_feedback_...)
+        rules=WindowRules(feedback_lookback=None),
     )
 
 
@@ -347,29 +350,52 @@ def reaching_back(world: World, mark: int, before: datetime) -> int:
     )
 
 
-def test_late_feedback_on_a_week_old_run_needs_feedback_lookback(settings, world):
-    """Rule: feedback added to a finished run older than the tail is not captured by the
-    default rules; with `feedback_lookback` (8 days) a longer re-read captures it."""
+def test_by_default_feedback_given_two_days_after_a_run_is_stored_within_a_day(settings, world):
+    """Rule (defaults): feedback given up to two days after a run is in the table at the first
+    sync a day after it was given, with no configuration; a week-old run's feedback needs a
+    longer `feedback_lookback`."""
+    settings = replace(settings, rules=WindowRules())  # the defaults
     flow = settings.flows[0]
-    run_id = world.add_run(flow.org_id, flow.flow_id, date=world.now - timedelta(days=7))["run_id"]
-    date = world.run_instant(run_id)
-    sync(settings, world)
-    as_first_loaded, _ = row_as_served(settings, world, flow, run_id)
+    recent = world.add_run(flow.org_id, flow.flow_id, date=world.now - timedelta(hours=47))
+    old = world.add_run(flow.org_id, flow.flow_id, date=world.now - timedelta(days=7))
+    sync(settings, world)  # the whole history: counts as a feedback pass
+    world.set_feedback(recent["run_id"], f"late feedback for {recent['run_id']}")
+    world.set_feedback(old["run_id"], f"late feedback for {old['run_id']}")
 
-    world.set_feedback(run_id, f"late feedback for {run_id}")
-    mark = len(world.requests)
-    sync(settings, world)
-    got, want = row_as_served(settings, world, flow, run_id)
-    assert got["feedback"] != want["feedback"], "default rules should not reach a week back"
-    assert got == as_first_loaded
-    assert reaching_back(world, mark, date) == 0
+    sync(settings, world)  # within the day: the tail only
+    got, want = row_as_served(settings, world, flow, recent["run_id"])
+    assert got["feedback"] != want["feedback"]
 
-    with_lookback = replace(settings, rules=WindowRules(feedback_lookback=timedelta(days=8)))
+    world.advance(24 * 3600)
     mark = len(world.requests)
-    sync(with_lookback, world)
-    got, want = row_as_served(settings, world, flow, run_id)
+    sync(settings, world)  # a day later: the pass reaches 3 days back
+    got, want = row_as_served(settings, world, flow, recent["run_id"])
     assert got == want
-    assert reaching_back(world, mark, date) == len(settings.flows)
+    assert reaching_back(world, mark, world.run_instant(recent["run_id"])) == len(settings.flows)
+    got, want = row_as_served(settings, world, flow, old["run_id"])
+    assert got["feedback"] != want["feedback"], "the defaults do not reach a week back"
+
+    world.advance(24 * 3600)
+    with_lookback = replace(settings, rules=WindowRules(feedback_lookback=timedelta(days=10)))
+    sync(with_lookback, world)
+    got, want = row_as_served(settings, world, flow, old["run_id"])
+    assert got == want
+
+
+def test_the_feedback_pass_can_be_turned_off(settings, world):
+    flow = settings.flows[0]
+    run_id = world.add_run(flow.org_id, flow.flow_id, date=world.now - timedelta(hours=20))[
+        "run_id"
+    ]
+    off = replace(settings, rules=WindowRules(feedback_lookback=None))
+    sync(off, world)
+    world.set_feedback(run_id, "late")
+    world.advance(24 * 3600)
+    mark = len(world.requests)
+    sync(off, world)
+    assert reaching_back(world, mark, world.run_instant(run_id)) == 0
+    got, want = row_as_served(settings, world, flow, run_id)
+    assert got["feedback"] != want["feedback"]
 
 
 def test_the_feedback_pass_runs_once_per_feedback_interval(settings, world):
@@ -380,11 +406,11 @@ def test_the_feedback_pass_runs_once_per_feedback_interval(settings, world):
     flow = settings.flows[0]
     run_id = world.add_run(flow.org_id, flow.flow_id, date=world.now - timedelta(days=7))["run_id"]
     date = world.run_instant(run_id)
-    sync(with_lookback, world)  # the whole history
+    sync(with_lookback, world)  # the whole history, which counts as the first pass
 
     mark = len(world.requests)
     sync(with_lookback, world)
-    assert reaching_back(world, mark, date) == len(settings.flows), "first pass"
+    assert reaching_back(world, mark, date) == 0, "the whole-history read was the first pass"
 
     world.set_feedback(run_id, f"late feedback for {run_id}")
     world.advance(rules.feedback_interval.total_seconds() / 2)

@@ -235,20 +235,16 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _window(since: date | datetime | None, flow: FlowRef | None, daily: bool = False) -> str:
+def _window(since: date | datetime | None, flow: FlowRef | None) -> str:
     """A `where` clause (or "") on the runs' start and the flow, with its values inlined as
-    literals (ids are validated `FlowRef`s; one text works on every dialect). A date-time
-    `since` filters runs by their instant, and daily views by its UTC day."""
+    literals (ids are validated `FlowRef`s; one text works on every dialect). A date `since` is
+    a UTC day (`run_date`), a date-time an instant (`date`): every figure of the report, the
+    daily ones included, counts the same runs."""
     conditions = []
     if isinstance(since, datetime):
-        if daily:
-            conditions.append(
-                f"run_date >= date {_literal(since.astimezone(UTC).date().isoformat())}"
-            )
-        else:
-            conditions.append(
-                f"date >= cast({_literal(since.astimezone(UTC).isoformat())} as timestamptz)"
-            )
+        conditions.append(
+            f"date >= cast({_literal(since.astimezone(UTC).isoformat())} as timestamptz)"
+        )
     elif since is not None:
         conditions.append(f"run_date >= date {_literal(since.isoformat())}")
     if flow is not None:
@@ -332,11 +328,11 @@ MODELS_SQL = """
 select
     provider,
     model_id,
-    cast(sum(calls) as bigint) as calls,
-    cast(sum(runs) as bigint) as runs,
-    cast(sum(tokens) as bigint) as tokens,
+    count(*) as calls,
+    count(distinct run_id) as runs,
+    cast(coalesce(sum(tokens), 0) as bigint) as tokens,
     cast(sum(cost_usd) as double) as cost_usd
-from stackai.daily_llm_usage
+from stackai.llm_usage_costs
 {where}
 group by provider, model_id
 order by tokens desc, calls desc, provider, model_id
@@ -363,12 +359,26 @@ limit {limit}
 """
 
 DAYS_SQL = """
-select org_id, flow_id, run_date, runs, failed, p95_latency_seconds,
-    cast(coalesce(cost_usd, 0) as double) as cost_usd
-from stackai.daily_flow_runs
+with runs_in_window as (
+    select runs.*, run_costs.cost_usd
+    from stackai.runs as runs
+    inner join stackai.run_costs as run_costs on runs.run_id = run_costs.run_id
+)
+select
+    org_id,
+    flow_id,
+    run_date,
+    count(*) as runs,
+    count(*) filter (where state = 'FAILED') as failed,
+    quantile_cont(latency_seconds, 0.95) as p95_latency_seconds,
+    cast(coalesce(sum(cost_usd), 0) as double) as cost_usd
+from runs_in_window
 {where}
+group by org_id, flow_id, run_date
 order by run_date, org_id, flow_id
 """
+"""As `stackai.daily_flow_runs` computes them, over the runs of the report's window (a
+date-time `since` cuts its first day too)."""
 
 
 def build_report(
@@ -388,7 +398,6 @@ def build_report(
         source: what to call the data in the report (the file's path, the destination).
     """
     where = _window(since, flow)
-    daily = _window(since, flow, daily=True)
     names = {(r["org_id"], r["flow_id"]): r["name"] for r in _rows(con, FLOW_NAMES_SQL)}
     report = Report(source=source, since=since, flow=flow, first_run=None, last_run=None)
     for row in _rows(con, FLOWS_SQL.format(where=where)):
@@ -403,12 +412,12 @@ def build_report(
     failed_where = f"{where} and state = 'FAILED'" if where else "where state = 'FAILED'"
     for row in _rows(con, ERRORS_SQL.format(where=failed_where, limit=TOP_ERRORS)):
         report.errors.append(ErrorSummary(**row, name=names.get((row["org_id"], row["flow_id"]))))
-    for row in _rows(con, MODELS_SQL.format(where=daily, limit=TOP_MODELS)):
+    for row in _rows(con, MODELS_SQL.format(where=where, limit=TOP_MODELS)):
         report.models.append(ModelSummary(**row))
     report.users = [
         UserSummary(**row) for row in _rows(con, USERS_SQL.format(where=where, limit=TOP_USERS))
     ]
-    report.days = [FlowDay(**row) for row in _rows(con, DAYS_SQL.format(where=daily))]
+    report.days = [FlowDay(**row) for row in _rows(con, DAYS_SQL.format(where=where))]
     only = (
         f"and org_id = {_literal(flow.org_id)} and flow_id = {_literal(flow.flow_id)}"
         if flow
@@ -701,11 +710,15 @@ def chart_figure(report: Report) -> Any:
     every = max(1, len(days) // 12 + (1 if len(days) % 12 else 0))
     locator = DayLocator(interval=every) if len(days) <= 12 * 31 else AutoDateLocator(minticks=3)
     cost_axes.xaxis.set_major_locator(locator)
-    # a short range spells each day out: matplotlib's concise labels show hours ("00:00") then
-    short = len(days) <= 14
-    cost_axes.xaxis.set_major_formatter(
-        DateFormatter("%Y-%m-%d") if short else ConciseDateFormatter(locator)
-    )
+    # days spelled out (matplotlib's concise labels show "00:00" for a short range, and a
+    # month only where it changes); concise labels for a long range
+    if len(days) <= 14:
+        formatter = DateFormatter("%Y-%m-%d")
+    elif len(days) <= 120:
+        formatter = DateFormatter("%b %d")
+    else:
+        formatter = ConciseDateFormatter(locator)
+    cost_axes.xaxis.set_major_formatter(formatter)
     cost_axes.set_xlim(date2num(days[0]) - 0.6, date2num(days[-1]) + 0.6)  # whole bars
     if series:
         figure.legend(loc="outside right upper", title="flow", fontsize=9, frameon=False)

@@ -134,7 +134,7 @@ def print_sync_summary(report: SyncReport) -> None:
         listed = ", ".join(f"{k} ({n})" for k, n in sorted(report.unpriced_models.items()))
         stdout.print(
             f"[yellow]note[/]: {report.calls_unpriced} LLM calls have no known price (cost"
-            f" NULL; see stackai.unpriced_models, or set [sources.stackai.model_prices]):"
+            f" NULL; see stackai.unpriced_models, or set \\[sources.stackai.model_prices]):"
             f" {escape(listed)}",
             highlight=False,
             soft_wrap=True,
@@ -172,15 +172,18 @@ def print_sync_summary(report: SyncReport) -> None:
     runs = sum(f.runs for f in report.flows.values())
     ok = sum(1 for f in report.flows.values() if f.ok)
     new = sum(f.new_runs for f in report.flows.values())
+    into = f" into {report.destination}" if report.destination else ""
     stdout.print(
         f"{runs} runs read ({new or 'no'} new runs) from {ok}/{len(report.flows)} flows in"
-        f" {report.seconds:.1f} s",
+        f" {report.seconds:.1f} s{into}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
 def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
-    """The `--json` summary: `{"ok", "seconds", "error", "runs", "rejected", "nul_replaced"
+    """The `--json` summary: `{"ok", "destination" (where it loaded, no secret), "seconds",
+    "error", "runs", "rejected", "nul_replaced"
     (runs whose NUL characters became U+FFFD for PostgreSQL), "calls_priced", "calls_unpriced",
     "unpriced_models" (LLM calls priced by this sync, those with no known price, and those by
     `PROVIDER/MODEL_ID`), "flows_discovered",
@@ -192,6 +195,7 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
     if report is None:
         return {
             "ok": False,
+            "destination": None,
             "seconds": 0.0,
             "error": error,
             "runs": 0,
@@ -231,6 +235,7 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
     ]
     return {
         "ok": report.ok,
+        "destination": report.destination,
         "seconds": round(report.seconds, 3),
         "error": report.error,
         "runs": sum(f.runs for f in report.flows.values()),

@@ -27,6 +27,8 @@ DESTINATIONS = ("duckdb", "postgres", "motherduck", "bigquery", "snowflake")
 TESTED = ("duckdb", "postgres")
 """Destinations the test suite loads into for real; the others are configured only."""
 SERVERS_WITH_LOCK = ("postgres",)
+CREDENTIALS_SHAPE = {"postgres": ' = "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"'}
+"""What a destination's connection string looks like, for messages (never a real one)."""
 """Server destinations whose one-sync-at-a-time rule holds across machines (an advisory lock)."""
 
 
@@ -91,10 +93,19 @@ def choose(
         key = f"destination.{name}.credentials"
         env = f"DESTINATION__{name.upper()}__CREDENTIALS"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        shape = CREDENTIALS_SHAPE.get(name, "")
         raise ConfigError(
             f"{name}: credentials not found or not valid ({_without_secrets(first)}); set"
-            f" [{key.rsplit('.', 1)[0]}] credentials in .dlt/secrets.toml or {env}"
+            f" [{key.rsplit('.', 1)[0]}] credentials{shape} in .dlt/secrets.toml or {env}"
         ) from None
+    host = str(getattr(config.credentials, "host", "") or "")
+    if "@" in host or "/" in host:
+        # "postgresql://me:p@ss@host/db": the URL parser split at the first "@", so part of
+        # the password now reads as the host; never show it
+        raise ConfigError(
+            f"{name}: the connection string's user or password holds an unencoded '@' (or '/'):"
+            " percent-encode it ('@' is %40, '/' is %2F)"
+        )
     try:
         location = config.data_location()
     except Exception:  # a destination whose location is not one string (BigQuery's project)
@@ -103,10 +114,13 @@ def choose(
 
 
 def _without_secrets(text: str) -> str:
-    # dlt's messages name fields, not values; a connection string may still slip into one
+    # dlt's messages name fields, not values, but quote the format of a connection string and
+    # might quote one: drop anything URL-shaped
+    import re
+
     from pipelines.stackai.http import redact
 
-    return redact(text.split("://")[0] if "://" in text else text)
+    return redact(re.sub(r"`?\S+://\S*", "<connection string>", text))
 
 
 def make_destination(choice: DestinationChoice) -> Any:

@@ -66,3 +66,7 @@ def configure_dlt(max_concurrent_flows: int) -> None:
     # Runs arrive as Arrow tables (batch.py); dlt adds `_dlt_load_id` to them only when asked,
     # and full refresh and the users' SQL rely on it.
     os.environ["NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID"] = "true"
+    # dlt keeps every loaded package's data files (copies of the runs, inputs and outputs
+    # included) in the working folder: 136 KB a no-op sync, GBs a year from cron. The data is
+    # in the destination; keep only the packages' small bookkeeping files.
+    os.environ.setdefault("LOAD__DELETE_COMPLETED_JOBS", "true")

@@ -105,6 +105,7 @@ def run_sync(
         report.flow(str(flow))
     started = time.monotonic()
     target = settings.target()
+    report.destination = target.describe()
     if target.duckdb_path is not None:
         check_duckdb_path(target.duckdb_path)
     with lock_for(target, settings.lock_timeout):

@@ -81,26 +81,47 @@ def parse_overrides(
                 raise ConfigError(f"{where}.{key}: unknown field(s) {', '.join(sorted(unknown))}")
             prices = []
             for field in ("input_per_mtok", "output_per_mtok"):
-                try:
-                    price = Decimal(str(item[field]))
-                except (KeyError, InvalidOperation):
+                if field not in item:
                     raise ConfigError(
                         f"{where}.{key}.{field}: a price in USD per million tokens is required"
+                    )
+                try:
+                    if isinstance(item[field], bool):
+                        raise InvalidOperation
+                    price = Decimal(str(item[field]))
+                except InvalidOperation:
+                    raise ConfigError(
+                        f"{where}.{key}.{field}: must be a number (USD per million tokens),"
+                        f" got {item[field]!r}"
                     ) from None
                 if not price.is_finite() or price < 0:
                     raise ConfigError(f"{where}.{key}.{field}: must be a number >= 0, got {price}")
                 prices.append(price)
             start = None
             if item.get("from") is not None:
+                given = item["from"]
                 try:
-                    start = date.fromisoformat(str(item["from"])[:10])
+                    if isinstance(given, datetime):
+                        raise ValueError
+                    start = given if isinstance(given, date) else date.fromisoformat(str(given))
                 except ValueError:
                     raise ConfigError(
-                        f"{where}.{key}.from: a date such as 2026-01-01, got {item['from']!r}"
+                        f"{where}.{key}.from: a day such as 2026-01-01 (prices change by UTC"
+                        f" day), got {given!r}"
                     ) from None
             overrides.append(
                 ModelPriceOverride(provider.strip(), model_id.strip(), prices[0], prices[1], start)
             )
+    days: dict[tuple[str, str, date | None], ModelPriceOverride] = {}
+    for override in overrides:
+        day = (override.provider.lower(), override.model_id.lower(), override.start)
+        if day in days:
+            when = override.start.isoformat() if override.start else "always (no from)"
+            raise ConfigError(
+                f"{where}: two prices for {override.provider}/{override.model_id} from the same"
+                f" day ({when}): keep one"
+            )
+        days[day] = override
     return overrides
 
 

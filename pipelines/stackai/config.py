@@ -227,7 +227,7 @@ class StackAIConfiguration(BaseConfiguration):
     lookback: Any = "PT1H"
     max_open_run_age: Any = "P7D"
     max_open_run_checks: int = 50
-    feedback_lookback: Any | None = None
+    feedback_lookback: Any | None = "P3D"
     feedback_interval: Any = "P1D"
     max_concurrent_requests: int = 8
     connect_timeout: float = 10.0

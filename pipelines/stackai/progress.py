@@ -64,6 +64,8 @@ class SyncReport:
     flows_unlisted: list[str] = field(default_factory=list)
     """Flows the summary listed before and no longer lists (not read; their runs are kept)."""
     seconds: float = 0.0
+    destination: str | None = None
+    """Where the sync loaded: the DuckDB file, or `postgres at host:port/database`."""
     calls_priced: int = 0
     """LLM calls priced (or priced again) by this sync (`pipelines.load.costs`)."""
     calls_unpriced: int = 0

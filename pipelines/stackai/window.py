@@ -40,8 +40,8 @@ class WindowRules:
             (`max_open_run_age`, default 7 days).
         max_open_run_checks: At most this many open-run re-checks per flow per sync; the least
             recently checked go first (`max_open_run_checks`, default 50).
-        feedback_lookback: If set, a longer tail re-read for late feedback (`feedback_lookback`,
-            default off) ...
+        feedback_lookback: A longer tail re-read for late feedback (`feedback_lookback`, default
+            3 days; None = off) ...
         feedback_interval: ... done at most once per this interval (`feedback_interval`,
             default 1 day).
     """
@@ -50,8 +50,11 @@ class WindowRules:
     lookback: timedelta = timedelta(hours=1)
     max_open_run_age: timedelta = timedelta(days=7)
     max_open_run_checks: int = 50
-    feedback_lookback: timedelta | None = None
+    feedback_lookback: timedelta | None = timedelta(days=3)
     feedback_interval: timedelta = timedelta(days=1)
+    """With the defaults, feedback given up to 2 days after a run is stored within a day of
+    being given: the daily pass re-reads 3 days (2 days of feedback delay + 1 day between
+    passes), whatever the time of day the feedback came."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,8 @@ def plan_flow(state: FlowState, window: SyncWindow, flow: str) -> FlowPlan:
         start: datetime | None = window.since
     elif state.cursor is None:
         start = rules.initial_start
+        # reading the whole history (or from initial_start) sees every feedback so far
+        feedback_pass = rules.feedback_lookback is not None
     else:
         start = state.cursor - rules.lookback
         if rules.feedback_lookback is not None and (

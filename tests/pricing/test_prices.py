@@ -176,7 +176,26 @@ def test_the_price_version_follows_overrides():
         ({"gpt-4o": {"input_per_mtok": 1, "output_per_mtok": 1}}, 'must be "PROVIDER/MODEL_ID"'),
         ({"OpenAI/gpt-4o": {"input_per_mtok": 1}}, "output_per_mtok: a price"),
         ({"OpenAI/gpt-4o": {"input_per_mtok": -1, "output_per_mtok": 1}}, "must be a number >= 0"),
-        ({"OpenAI/gpt-4o": {"input_per_mtok": "x", "output_per_mtok": 1}}, "input_per_mtok"),
+        ({"OpenAI/gpt-4o": {"input_per_mtok": "x", "output_per_mtok": 1}}, "must be a number"),
+        (
+            {
+                "OpenAI/gpt-4o": {
+                    "input_per_mtok": 1,
+                    "output_per_mtok": 1,
+                    "from": "2026-01-01T12:00",
+                }
+            },
+            "a day such as",
+        ),
+        (
+            {
+                "OpenAI/gpt-4o": [
+                    {"input_per_mtok": 1, "output_per_mtok": 2, "from": "2026-11-01"},
+                    {"input_per_mtok": 3, "output_per_mtok": 4, "from": "2026-11-01"},
+                ]
+            },
+            "two prices for OpenAI/gpt-4o from the same day",
+        ),
         ({"OpenAI/gpt-4o": {"input_per_mtok": 1, "output_per_mtok": 1, "from": "soon"}}, "from"),
         ({"OpenAI/gpt-4o": {"input": 1, "output_per_mtok": 1}}, "unknown field(s) input"),
         ({"OpenAI/gpt-4o": 3}, "a table with input_per_mtok"),

@@ -33,9 +33,37 @@ def see(seen: Observations, run_id: str, date: datetime, state: str) -> None:
         seen.see_batch(date, (), [run_id])
 
 
+NO_FEEDBACK_PASS = WindowRules(feedback_lookback=None)
+"""The rules with the daily feedback pass off: the tests of the other rules read only the tail."""
+
+
 def window(**kwargs) -> SyncWindow:
-    rules = kwargs.pop("rules", WindowRules())
+    rules = kwargs.pop("rules", NO_FEEDBACK_PASS)
     return SyncWindow(now=kwargs.pop("now", NOW), rules=rules, **kwargs)
+
+
+def test_by_default_feedback_given_up_to_two_days_after_a_run_is_read_within_a_day():
+    """The defaults: a flow's first sync counts as a feedback pass; then once a day the tail
+    reaches back 3 days, so a run at any time T whose feedback comes at T + 2 days is read again
+    by a pass at most a day later."""
+    rules = WindowRules()
+    first = plan_flow(FlowState(), window(rules=rules), FLOW)
+    assert first.feedback_pass
+    run_at = NOW - 10 * DAY
+    for last_pass_hours in range(0, 24):  # whenever the last pass was
+        last_pass = run_at + 2 * DAY - last_pass_hours * HOUR
+        feedback_at = run_at + 2 * DAY  # the latest feedback the promise covers
+        state = FlowState(cursor=feedback_at, feedback_pass_at=last_pass)
+        # the first sync a day or more after the last pass: at most a day after the feedback
+        now = last_pass + DAY
+        plan = plan_flow(state, window(rules=rules, now=now), FLOW)
+        assert plan.feedback_pass and now - feedback_at <= DAY
+        assert plan.tail[0] <= run_at, (last_pass_hours, plan.tail)
+    # a sync less than a day after the last pass reads only the tail
+    quiet = plan_flow(
+        FlowState(cursor=NOW - HOUR, feedback_pass_at=NOW - 23 * HOUR), window(rules=rules), FLOW
+    )
+    assert not quiet.feedback_pass and quiet.tail == (NOW - 2 * HOUR, NOW)
 
 
 def test_new_flow_reads_from_initial_start_to_now():
@@ -73,7 +101,7 @@ def test_open_runs_past_max_age_are_dropped_and_not_rechecked():
 def test_recheck_cap_rotates_least_recently_checked_first():
     runs = {f"r{i}": OpenRun(NOW - DAY - i * HOUR) for i in range(5)}
     state = FlowState(cursor=NOW - HOUR, open_runs=runs)
-    rules = WindowRules(max_open_run_checks=2)
+    rules = WindowRules(max_open_run_checks=2, feedback_lookback=None)
     first = plan_flow(state, window(rules=rules), FLOW)
     assert len(first.rechecks) == 2 and first.rechecks_left_out == 3
     after = next_state(first, Observations(), window(rules=rules))

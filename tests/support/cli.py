@@ -100,5 +100,7 @@ def sync_args_for(settings: Any) -> list[str]:
         settings.base_url, settings.duckdb_path, settings.flows, page_size=settings.page_size
     )
     if settings.target().name != "duckdb":
+        at = args.index("--duckdb")
+        del args[at : at + 2]  # refused with another destination
         args += ["--destination", settings.target().name]
     return args
