@@ -19,6 +19,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from . import faults
@@ -113,6 +114,19 @@ def create_app(world: World) -> FastAPI:
         state: Annotated[str | None, Query(description=STATE_DESCRIPTION)] = None,
     ) -> Response:
         states = _parse_states(state)
+        limit = world.page_size_limit
+        if limit is not None and page_size > limit:
+            # FastAPI's own body for `Query(le=limit)`
+            detail = [
+                {
+                    "type": "less_than_equal",
+                    "loc": ["query", "page_size"],
+                    "msg": f"Input should be less than or equal to {limit}",
+                    "input": str(page_size),
+                    "ctx": {"le": limit},
+                }
+            ]
+            return JSONResponse({"detail": detail}, status_code=422)
         if org_id not in orgs:
             raise HTTPException(403, "Not authorized for this organization")
         if not world.has_flow(org_id, flow_id):

@@ -142,6 +142,11 @@ class World:
         self.sort_order = sort_order
         self.parent_style = parent_style
         self.before_page: Callable[[str, str, dict], None] | None = None
+        self.page_size_cap: int | None = None
+        """Stand-in for a server that silently serves at most this many runs a page (asked
+        more, it serves pages of this size: page p holds runs [p * cap, (p + 1) * cap))."""
+        self.page_size_limit: int | None = None
+        """Stand-in for a server that refuses a larger `page_size` with FastAPI's 422."""
         self.requests: list[dict] = []
         self._faults: list[Fault] = []
         self._fault_rng = self._rng_for("faults")
@@ -375,6 +380,8 @@ class World:
                 and (wanted is None or run.data["state"] in wanted)
             ]
             ordered = self._sorted(selected)
+            if self.page_size_cap is not None:
+                page_size = min(page_size, self.page_size_cap)
             return [self._served(run) for run in ordered[page * page_size : (page + 1) * page_size]]
 
     def project_summaries(

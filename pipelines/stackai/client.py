@@ -7,6 +7,7 @@ ignores `page`, and errors that name the flow.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -24,6 +25,8 @@ from pipelines.stackai import endpoint
 from pipelines.stackai.dates import format_api_datetime
 from pipelines.stackai.flows import FlowRef
 from pipelines.stackai.http import RetryableError
+
+log = logging.getLogger(__name__)
 
 
 class StackAIError(Exception):
@@ -50,6 +53,36 @@ class ApiResponseError(StackAIError):
 class FlowInterrupted(StackAIError):
     """The sync was asked to stop (a signal) while this flow was reading: it stopped before its
     next request, and its state did not move."""
+
+
+class PageSizeRefused(StackAIError):
+    """A 422 that names the largest `page_size` the server takes (`limit`)."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+_LE = re.compile(r"less than or equal to (\d+)")
+
+
+def _page_size_limit(response: requests.Response) -> int | None:
+    """The maximum a 422 names for `page_size` (FastAPI: `"loc": ["query", "page_size"]`,
+    "Input should be less than or equal to 50", `"ctx": {"le": 50}`), or None."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    items = body.get("detail") if isinstance(body, dict) else None
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict) or endpoint.PAGE_SIZE_PARAM not in item.get("loc", []):
+            continue
+        limit = (item.get("ctx") or {}).get("le") if isinstance(item.get("ctx"), dict) else None
+        found = _LE.search(str(item.get("msg", "")))
+        value = limit if isinstance(limit, int) else int(found.group(1)) if found else None
+        if value is not None and value >= 1:
+            return value
+    return None
 
 
 class PagingError(StackAIError):
@@ -90,14 +123,21 @@ class ShortPagePaginator(PageNumberPaginator):
       bodies can tell from real data. `MAX_PAGES` says why its default is what it is.
     """
 
-    def __init__(self, page_size: int, subject: str = "the runs", max_pages: int = MAX_PAGES):
+    def __init__(
+        self,
+        page_size: int,
+        subject: str = "the runs",
+        max_pages: int = MAX_PAGES,
+        first: int = endpoint.FIRST_PAGE,
+    ):
         if max_pages < 1:
             raise ValueError(f"max_pages must be >= 1, got {max_pages}")
         super().__init__(
             base_page=endpoint.FIRST_PAGE,
+            page=first,
             page_param=endpoint.PAGE_PARAM,
             total_path=None,
-            maximum_page=endpoint.FIRST_PAGE + max_pages,
+            maximum_page=first + max_pages,
             stop_after_empty_page=True,
         )
         self.page_size = page_size
@@ -204,6 +244,12 @@ class RunsClient:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         self.page_size = page_size
         self.max_pages = max_pages
+        self.page_size_cap: int | None = None
+        """The most runs the server serves a page, once learned (it served fewer than asked and
+        there was more, or a 422 named it); every page is asked at most this size then."""
+        self.verified_page_size = 0
+        """The largest page size the server has served in full: a short page of at most this
+        size is the end of the data, with no confirming request."""
         self._rest = _RunsRESTClient(
             base_url=base_url.rstrip("/"),
             auth=BearerTokenAuth(token=api_key),
@@ -235,6 +281,13 @@ class RunsClient:
             dlt's retries. BadPage: a 2xx body that is not a JSON array. PagingError: the
             server seems to ignore `page` (see `ShortPagePaginator`).
             requests.RequestException: connection errors and timeouts after retries.
+
+        A server may serve fewer runs a page than asked (the contract gives `page_size` no
+        maximum), and a short page is the only sign of the end. So while the server's page size
+        is not known (`verified_page_size`, `page_size_cap`), a window whose first page is short
+        but not empty is confirmed with one more request: if that page has runs too, the server
+        caps its pages; the cap is learned (`page_size_cap`) and the window is read on with it.
+        A 422 naming a maximum `page_size` is learned the same way.
         """
         page_size = page_size or self.page_size
         params: dict[str, Any] = {endpoint.PAGE_SIZE_PARAM: page_size}
@@ -251,7 +304,72 @@ class RunsClient:
                 f" {detail}"
             )
 
-        yield from self._paginate(flow.path, params, page_size, f"flow {flow}", refused)
+        subject = f"flow {flow}"
+        size = min(page_size, self.page_size_cap or page_size)
+        try:
+            pages, short_first = yield from self._read(flow.path, params, size, subject, refused)
+        except PageSizeRefused as exc:
+            if exc.limit >= size:
+                raise
+            self.learn_cap(exc.limit, page_size)
+            size = exc.limit
+            pages, short_first = yield from self._read(flow.path, params, size, subject, refused)
+        known = self.page_size_cap or size <= self.verified_page_size
+        if pages != 1 or short_first is None or known:
+            return
+        # One short page and nothing known of the server: the end of the data, or a server
+        # that serves fewer runs than asked? One more request tells.
+        more = yield from self._read(flow.path, params, size, subject, refused, first=1, one=True)
+        if more[0] and more[1] != 0:
+            self.learn_cap(short_first, page_size)
+            yield from self._read(flow.path, params, short_first, subject, refused, first=1)
+
+    def remember(self, known: dict[str, Any]) -> None:
+        """Merge what earlier syncs learned (`known`, a state dict) with what this client knows,
+        both ways: the dict ends up holding the tightest cap and the largest verified size."""
+        cap = known.get("page_size_cap")
+        if isinstance(cap, int) and (self.page_size_cap is None or cap < self.page_size_cap):
+            self.page_size_cap = cap
+        verified = known.get("verified_page_size")
+        if isinstance(verified, int) and verified > self.verified_page_size:
+            self.verified_page_size = verified
+        known["verified_page_size"] = self.verified_page_size
+        if self.page_size_cap is not None:
+            known["page_size_cap"] = self.page_size_cap
+
+    def learn_cap(self, cap: int, asked: int) -> None:
+        """Page with at most `cap` runs from now on (the server served or allowed no more)."""
+        if self.page_size_cap is None or cap < self.page_size_cap:
+            self.page_size_cap = cap
+            log.warning(
+                "the API serves at most %d runs a page (%d asked): paging with %d", cap, asked, cap
+            )
+
+    def _read(
+        self,
+        path: str,
+        params: dict[str, Any],
+        size: int,
+        subject: str,
+        refused: Callable[[int, str, str], StackAIError],
+        first: int = endpoint.FIRST_PAGE,
+        one: bool = False,
+    ) -> Iterator[Page]:
+        """Yield `path`'s pages of `size` from page `first` (just that one with `one`); return
+        (pages read, length of the first page when it was short but not empty, else None)."""
+        pages, short_first = 0, None
+        for page in self._paginate(
+            path, {**params, endpoint.PAGE_SIZE_PARAM: size}, size, subject, refused, first
+        ):
+            pages += 1
+            if len(page) >= size:
+                self.verified_page_size = max(self.verified_page_size, size)
+            elif pages == 1 and page:
+                short_first = len(page)
+            yield page
+            if one:
+                return pages, (len(page) if page else 0)
+        return pages, short_first
 
     def iter_projects(self) -> Iterator[Page]:
         """Yield each page (`page_size` rows) of the org summary: one `OrgProjectRunSummary` per
@@ -285,6 +403,7 @@ class RunsClient:
         page_size: int,
         subject: str,
         refused: Callable[[int, str, str], StackAIError],
+        first: int = endpoint.FIRST_PAGE,
     ) -> Iterator[Page]:
         """Pages of `path` until a short or empty one; 401/403/404 raise `refused(status,
         url, detail)`, other errors name `subject`."""
@@ -301,6 +420,9 @@ class RunsClient:
             detail = _detail(response)
             if status in (401, 403, 404):
                 raise refused(status, where, detail)
+            limit = _page_size_limit(response) if status == 422 else None
+            if limit is not None:
+                raise PageSizeRefused(f"HTTP 422 from {where} for {subject}: {detail}", limit)
             error = ApiResponseError(f"HTTP {status} from {where} for {subject}: {detail}")
             # dlt's retry reads the status from an HTTPError's response: keep that link so 429
             # and 5xx are retried, then re-raised as this error when attempts run out.
@@ -309,7 +431,7 @@ class RunsClient:
         pages = self._rest.paginate(
             path,
             params=params,
-            paginator=ShortPagePaginator(page_size, subject, self.max_pages),
+            paginator=ShortPagePaginator(page_size, subject, self.max_pages, first),
             hooks={"response": [raise_for_status]},
         )
         try:

@@ -132,6 +132,7 @@ def _read(
     flow_report.window_end = iso(end)
     log.info("flow %s: reading runs from %s to %s", name, iso(start) or "the beginning", end)
     windows = [(start, end)] + [(lo, hi) for _, lo, hi in plan.rechecks]
+    cap_before = getattr(client, "page_size_cap", None)
     flow_report.rechecks = len(plan.rechecks)
     with FlowBatcher(
         flow.org_id, flow.flow_id, stored_cursor, watched=plan.state.open_runs
@@ -149,6 +150,13 @@ def _read(
                 batcher.add(page, getattr(page, "body", None))
                 if batcher.pending_runs >= BATCH_RUNS:
                     yield from _load_batch(batcher, flow, seen, report, flow_report)
+                cap = getattr(client, "page_size_cap", None)
+                if cap != cap_before and cap is not None:
+                    cap_before = cap
+                    flow_report.notes.append(
+                        f"the API serves at most {cap} runs a page (page_size asks more): this"
+                        f" flow and the next are read with pages of {cap}"
+                    )
                 if report.stop.is_set():
                     # an interrupt: no next request; the flow fails, so its state stays
                     raise FlowInterrupted(
@@ -250,6 +258,11 @@ def flow_runs(
         resource_state = dlt.current.resource_state()
         flow_report = report.flow(name)
         report.start(flow_report)
+        # what the sync learned of the server's page size, kept in the source's state
+        server = dlt.current.source_state().setdefault("server", {})
+        remember = getattr(client, "remember", None)
+        if remember is not None:
+            remember(server)
         try:
             stored = FlowState.from_dict(resource_state)
             plan = plan_flow(stored, window, name)
@@ -266,6 +279,9 @@ def flow_runs(
             log.debug("flow %s failure details", name, exc_info=True)
             report.finish(flow_report, error=message)
             return
+        finally:
+            if remember is not None:
+                remember(server)
         # Only now, with every read of this flow done, may its state move: dlt commits the
         # state with this load package, so it never runs ahead of the data.
         state = next_state(plan, seen, window)
