@@ -304,6 +304,9 @@ def simulate(
         raise _fail_usage(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     if tick > 0:
         _start_clock(world, tick)
+    from pipelines.cli import signals
+
+    signals.uninstall()  # uvicorn stops on Ctrl-C / SIGTERM itself; stopping is the intent
     serve_forever(world, host=host, port=port, announce=_announce_simulator)
 
 

@@ -108,10 +108,16 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+def uninstall() -> None:
+    """Python's own handling again (a long-running server that stops on Ctrl-C by design)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def install() -> None:
     """Handle SIGINT and SIGTERM as above (the main thread only, as Python requires)."""
     for signum in HANDLED:
         signal.signal(signum, _handle)
 
 
-__all__ = ["Interrupted", "describe", "exit_code", "install", "received", "watch"]
+__all__ = ["Interrupted", "describe", "exit_code", "install", "received", "uninstall", "watch"]
