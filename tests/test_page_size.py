@@ -60,3 +60,24 @@ def test_a_server_honouring_page_size_costs_no_extra_request_once_it_served_a_fu
     report = run_sync(settings, now=world.now)  # nothing new: one short page a flow
     assert report.ok
     assert len(flow_requests(world, mark)) == len(settings.flows)
+
+
+def test_small_flows_confirm_their_short_page_once_then_cost_one_request_a_sync(settings, world):
+    from pipelines.simulator import World
+
+    small = World(seed=4, anchor=world.anchor, orgs=1, flows_per_org=3, runs_per_flow=20)
+    from pipelines.simulator import SimulatorServer
+    from pipelines.stackai.flows import FlowRef
+
+    with SimulatorServer(small) as server:
+        flows = tuple(FlowRef(f.org_id, f.flow_id) for f in small.flows())
+        local = replace(
+            settings, base_url=server.url, api_key=small.api_key, flows=flows, page_size=100
+        )
+        assert run_sync(local, now=small.now).ok  # every flow under a page: confirmed once
+        assert len(flow_requests(small)) <= 2 * len(flows)
+        small.advance(600)
+        mark = len(small.requests)
+        assert run_sync(local, now=small.now).ok
+        assert len(flow_requests(small, mark)) == len(flows)  # a tail shorter than confirmed
+        assert_matches(loaded_runs(local), expected_runs(small))

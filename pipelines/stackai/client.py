@@ -248,8 +248,9 @@ class RunsClient:
         """The most runs the server serves a page, once learned (it served fewer than asked and
         there was more, or a 422 named it); every page is asked at most this size then."""
         self.verified_page_size = 0
-        """The largest page size the server has served in full: a short page of at most this
-        size is the end of the data, with no confirming request."""
+        """What the server is known to serve a page at least (a full page of this size, or a
+        short page confirmed as the end): a page shorter than this is the end of the data, with
+        no confirming request."""
         self._rest = _RunsRESTClient(
             base_url=base_url.rstrip("/"),
             auth=BearerTokenAuth(token=api_key),
@@ -314,15 +315,17 @@ class RunsClient:
             self.learn_cap(exc.limit, page_size)
             size = exc.limit
             pages, short_first = yield from self._read(flow.path, params, size, subject, refused)
-        known = self.page_size_cap or size <= self.verified_page_size
-        if pages != 1 or short_first is None or known:
+        known = self.page_size_cap is not None or short_first is None
+        if pages != 1 or known or short_first < self.verified_page_size:
             return
-        # One short page and nothing known of the server: the end of the data, or a server
-        # that serves fewer runs than asked? One more request tells.
+        # One short page and the server not known to serve that many: the end of the data, or
+        # a server that serves fewer runs than asked? One more request tells.
         more = yield from self._read(flow.path, params, size, subject, refused, first=1, one=True)
         if more[0] and more[1] != 0:
             self.learn_cap(short_first, page_size)
             yield from self._read(flow.path, params, short_first, subject, refused, first=1)
+        else:  # the end: the server serves at least that many a page
+            self.verified_page_size = max(self.verified_page_size, short_first)
 
     def remember(self, known: dict[str, Any]) -> None:
         """Merge what earlier syncs learned (`known`, a state dict) with what this client knows,
