@@ -15,13 +15,13 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import dlt
 import pyarrow as pa
 
 from pipelines.pricing import PriceBook
+from pipelines.pricing.calls import COST_COLUMNS, PricingReport, _priced
 from pipelines.stackai import endpoint
 
 log = logging.getLogger(__name__)
@@ -29,51 +29,6 @@ log = logging.getLogger(__name__)
 COSTS_TABLE = endpoint.COSTS_TABLE
 BATCH = 50_000
 """Calls read and priced at a time: bounds memory whatever the history's size."""
-
-COST_COLUMNS: dict[str, dict[str, Any]] = {
-    "call_id": {"data_type": "text", "nullable": False, "primary_key": True},
-    "run_id": {"data_type": "text", "nullable": False},
-    "provider": {"data_type": "text", "nullable": True},
-    "model_id": {"data_type": "text", "nullable": True},
-    "date": {"data_type": "timestamp", "nullable": False, "timezone": True},
-    "input_tokens": {"data_type": "bigint", "nullable": True},
-    "output_tokens": {"data_type": "bigint", "nullable": True},
-    "input_cost_usd": {"data_type": "double", "nullable": True},
-    "output_cost_usd": {"data_type": "double", "nullable": True},
-    "cost_usd": {"data_type": "double", "nullable": True},
-    "price_source": {"data_type": "text", "nullable": True},
-    "priced_model": {"data_type": "text", "nullable": True},
-    "price_version": {"data_type": "text", "nullable": False},
-}
-_SCHEMA = pa.schema(
-    [
-        pa.field(name, type_, nullable=COST_COLUMNS[name]["nullable"])
-        for name, type_ in [
-            ("call_id", pa.string()),
-            ("run_id", pa.string()),
-            ("provider", pa.string()),
-            ("model_id", pa.string()),
-            ("date", pa.timestamp("us", tz="UTC")),
-            ("input_tokens", pa.int64()),
-            ("output_tokens", pa.int64()),
-            ("input_cost_usd", pa.float64()),
-            ("output_cost_usd", pa.float64()),
-            ("cost_usd", pa.float64()),
-            ("price_source", pa.string()),
-            ("priced_model", pa.string()),
-            ("price_version", pa.string()),
-        ]
-    ]
-)
-
-
-@dataclass
-class PricingReport:
-    """What one pricing pass did: calls priced, of which unpriced (no price known)."""
-
-    priced: int = 0
-    unpriced: int = 0
-    unpriced_models: dict[str, int] | None = None
 
 
 def _existing(client: Any, dataset: str) -> set[str]:
@@ -161,38 +116,3 @@ def price_calls(pipeline: dlt.Pipeline, book: PriceBook) -> PricingReport:
     if report.priced:
         log.info("%d LLM calls priced (%d with no known price)", report.priced, report.unpriced)
     return report
-
-
-def _priced(rows: list[tuple], book: PriceBook, report: PricingReport) -> pa.Table:
-    columns: dict[str, list[Any]] = {name: [] for name in _SCHEMA.names}
-    assert report.unpriced_models is not None
-    for call_id, run_id, provider, model_id, date, tokens_in, tokens_out in rows:
-        price = book.price(provider, model_id, date, tokens_in, tokens_out)
-        columns["call_id"].append(call_id)
-        columns["run_id"].append(run_id)
-        columns["provider"].append(provider)
-        columns["model_id"].append(model_id)
-        columns["date"].append(date)
-        columns["input_tokens"].append(tokens_in)
-        columns["output_tokens"].append(tokens_out)
-        columns["price_version"].append(book.version)
-        if price is None:
-            report.unpriced += 1
-            key = f"{provider}/{model_id}"
-            report.unpriced_models[key] = report.unpriced_models.get(key, 0) + 1
-            for name in (
-                "input_cost_usd",
-                "output_cost_usd",
-                "cost_usd",
-                "price_source",
-                "priced_model",
-            ):
-                columns[name].append(None)
-        else:
-            columns["input_cost_usd"].append(float(price.input_cost_usd))
-            columns["output_cost_usd"].append(float(price.output_cost_usd))
-            columns["cost_usd"].append(float(price.cost_usd))
-            columns["price_source"].append(price.source)
-            columns["priced_model"].append(price.model)
-        report.priced += 1
-    return pa.Table.from_pydict(columns, schema=_SCHEMA)

@@ -139,6 +139,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             upkeep.remove_copies_left_by_a_resumed_load(pipeline)
             upkeep.keep_each_rejected_record_once(pipeline)
         pipeline = follow_destination_state(pipeline)
+        prices = PriceBook(list(settings.model_prices))
         source = stackai(
             flows=[str(flow) for flow in settings.flows],
             orgs=list(settings.orgs),
@@ -155,6 +156,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             progress=report,
             # copies a resumed load leaves are removed above, after `pipeline.run()`
             deduplicate=False,
+            prices=prices,
         )
         info = load_source(pipeline, adapt_source(source, pipeline, report))
         upkeep.index_tables(pipeline)
@@ -188,15 +190,13 @@ def _price_calls(pipeline: dlt.Pipeline, settings: SyncSettings, report: SyncRep
     """Price the LLM calls that need it (`costs.price_calls`); a failure here never undoes the
     load: the next sync prices what this one did not."""
     try:
-        pricing = price_calls(pipeline, PriceBook(list(settings.model_prices)))
+        pricing = price_calls(pipeline, PriceBook(list(settings.model_prices)))  # stale only
     except Exception as exc:
         report.error = f"LLM call costs not updated (the data is loaded): {_explain(exc)}"
         log.error("%s", report.error)
         log.debug("pricing failure details", exc_info=True)
         return
-    report.calls_priced = pricing.priced
-    report.calls_unpriced = pricing.unpriced
-    report.unpriced_models = dict(pricing.unpriced_models or {})
+    report.count_priced(pricing.priced, pricing.unpriced, pricing.unpriced_models or {})
 
 
 def _refresh_views(pipeline: dlt.Pipeline, sql_dir: Path | None, report: SyncReport) -> None:

@@ -83,6 +83,14 @@ class SyncReport:
         with self._lock:
             return self.flows.setdefault(name, FlowReport(flow=name))
 
+    def count_priced(self, priced: int, unpriced: int, models: dict[str, int]) -> None:
+        """LLM calls priced (`unpriced` of them with no known price, by PROVIDER/MODEL_ID)."""
+        with self._lock:
+            self.calls_priced += priced
+            self.calls_unpriced += unpriced
+            for model, count in models.items():
+                self.unpriced_models[model] = self.unpriced_models.get(model, 0) + count
+
     def count_nul(self, run_ids: list[str]) -> None:
         """Runs (by run_id) whose text had NUL replaced for the destination."""
         with self._lock:

@@ -26,6 +26,8 @@ import pyarrow as pa
 from dlt.common.typing import TSecretStrValue
 from dlt.extract import DltResource
 
+from pipelines.pricing import PriceBook
+from pipelines.pricing.calls import COST_COLUMNS, price_batch
 from pipelines.stackai import endpoint
 from pipelines.stackai.batch import BATCH_RUNS, FlowBatcher
 from pipelines.stackai.client import (
@@ -98,6 +100,7 @@ def _read(
     report: SyncReport,
     flow_report: FlowReport,
     stored_cursor: datetime | None,
+    prices: PriceBook | None = None,
 ) -> Iterator[Any]:
     """Read the plan's tail and open-run re-checks; yield pages of rows and of rejects.
 
@@ -149,7 +152,7 @@ def _read(
                     )
                 batcher.add(page, getattr(page, "body", None))
                 if batcher.pending_runs >= BATCH_RUNS:
-                    yield from _load_batch(batcher, flow, seen, report, flow_report)
+                    yield from _load_batch(batcher, flow, seen, report, flow_report, prices)
                 cap = getattr(client, "page_size_cap", None)
                 if cap != cap_before and cap is not None:
                     cap_before = cap
@@ -164,7 +167,7 @@ def _read(
                         " (the next sync reads it again)"
                     )
         if batcher.pending_runs:
-            yield from _load_batch(batcher, flow, seen, report, flow_report)
+            yield from _load_batch(batcher, flow, seen, report, flow_report, prices)
 
 
 def _load_batch(
@@ -173,8 +176,10 @@ def _load_batch(
     seen: Observations,
     report: SyncReport,
     flow_report: FlowReport,
+    prices: PriceBook | None = None,
 ) -> Iterator[Any]:
-    """Type a batch of pages; yield its Arrow tables and rejects, and record what it showed."""
+    """Type a batch of pages; yield its Arrow tables, rejects and (with `prices`) the costs of
+    its LLM calls, and record what it showed."""
     batch = batcher.flush()
     seen.see_batch(batch.newest, batch.opened, batch.closed)
     flow_report.new_runs += batch.new_runs
@@ -186,6 +191,11 @@ def _load_batch(
         yield dlt.mark.with_table_name(_with_load_id(table, load_id), endpoint.RUNS_TABLE)
     for table in batch.usage:
         yield dlt.mark.with_table_name(_with_load_id(table, load_id), endpoint.LLM_USAGE_TABLE)
+    if prices is not None:
+        costs, priced = price_batch(batch.runs, batch.usage, prices)
+        if costs is not None:
+            report.count_priced(priced.priced, priced.unpriced, priced.unpriced_models or {})
+            yield dlt.mark.with_table_name(costs, endpoint.COSTS_TABLE)
     if batch.rejected:
         log.warning(
             "flow %s: %d record(s) rejected, e.g. %s",
@@ -219,6 +229,7 @@ def flow_runs(
     report: SyncReport,
     discovered: bool = False,
     deduplicate: bool = True,
+    prices: PriceBook | None = None,
 ) -> DltResource:
     """The dlt resource for one flow's runs.
 
@@ -268,7 +279,7 @@ def flow_runs(
             plan = plan_flow(stored, window, name)
             flow_report.cursor_before = flow_report.cursor_after = iso(stored.cursor)
             seen = Observations(watched=frozenset(plan.state.open_runs))
-            yield from _read(flow, client, plan, seen, report, flow_report, stored.cursor)
+            yield from _read(flow, client, plan, seen, report, flow_report, stored.cursor, prices)
         except Exception as exc:  # one flow's failure must not stop the others
             if discovered and isinstance(exc, FlowNotFound):
                 log.warning("flow %s skipped: deleted since the org summary listed it", name)
@@ -334,6 +345,17 @@ def flow_runs(
         create_table_variant=True,
         columns=endpoint.REJECTED_COLUMNS,
     )
+    # What each LLM call cost (with `prices`): merged on call_id, the call's `_dlt_id`.
+    runs.apply_hints(
+        table_name=endpoint.COSTS_TABLE,
+        create_table_variant=True,
+        write_disposition=merge,
+        primary_key="call_id",
+        columns={},
+    )
+    runs.apply_hints(
+        table_name=endpoint.COSTS_TABLE, create_table_variant=True, columns=COST_COLUMNS
+    )
     return runs
 
 
@@ -388,7 +410,7 @@ def stackai(
     lookback: Any = "PT1H",
     max_open_run_age: Any = "P7D",
     max_open_run_checks: int = 50,
-    feedback_lookback: Any | None = None,
+    feedback_lookback: Any | None = "P3D",
     feedback_interval: Any = "P1D",
     max_concurrent_requests: int = 8,
     connect_timeout: float = 10.0,
@@ -402,6 +424,7 @@ def stackai(
     client: RunsClient | None = None,
     progress: SyncReport | None = None,
     deduplicate: bool = True,
+    prices: PriceBook | None = None,
 ) -> list[DltResource]:
     """The `stackai` dlt source: the runs of StackAI flows, one resource per flow.
 
@@ -437,6 +460,10 @@ def stackai(
             resumed after a crash can leave (dlt-hub/dlt#3023). False skips that work (15-20%
             of a large load) for a caller that removes such copies itself, as `stackai-runs
             sync` does after loading a resumed package (`load.upkeep`).
+        prices: Price each batch's LLM calls into `llm_call_costs` (merge on `call_id`) with
+            these prices (`pipelines.pricing.PriceBook`); None: no costs table. `stackai-runs
+            sync` passes its overrides, and re-prices stored calls when the prices change
+            (`pipelines.load.costs.price_calls`).
 
     Returns:
         The source's resources, one per flow, named `ORG_ID/FLOW_ID`.
@@ -490,6 +517,9 @@ def stackai(
     )
     by_hand = set(configured)
     return [
-        *(flow_runs(f, client, window, progress, f not in by_hand, deduplicate) for f in refs),
+        *(
+            flow_runs(f, client, window, progress, f not in by_hand, deduplicate, prices)
+            for f in refs
+        ),
         flows_table(refs, discovery, client, rules.initial_start, now, progress),
     ]
