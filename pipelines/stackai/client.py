@@ -315,8 +315,15 @@ class RunsClient:
             self.learn_cap(exc.limit, page_size)
             size = exc.limit
             pages, short_first = yield from self._read(flow.path, params, size, subject, refused)
-        known = self.page_size_cap is not None or short_first is None
-        if pages != 1 or known or short_first < self.verified_page_size:
+        if pages != 1 or short_first is None:
+            return
+        cap = self.page_size_cap
+        if cap is not None and cap < size and short_first >= cap:
+            # another flow learned the cap while this one read its first page: that page was
+            # full at the cap, so read on with it
+            yield from self._read(flow.path, params, cap, subject, refused, first=1)
+            return
+        if cap is not None or short_first < self.verified_page_size:
             return
         # One short page and the server not known to serve that many: the end of the data, or
         # a server that serves fewer runs than asked? One more request tells.
