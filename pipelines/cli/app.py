@@ -26,7 +26,6 @@ from pipelines.settings import ConfigError, SyncSettings, load_settings
 from pipelines.stackai.flows import FlowRef
 
 EXIT_OK, EXIT_FLOW_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 DEMO_DUCKDB_PATH = "stackai_demo.duckdb"
 DEMO_FLOWS = 6
 SIMULATED_NEW_FLOWS = 0.5
