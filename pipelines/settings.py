@@ -133,6 +133,7 @@ class SyncSettings:
         destination: Where to load (`pipelines.load.destination.choose`); None = the DuckDB
             file `duckdb_path`.
         model_prices: The user's LLM prices, winning over genai-prices' (`pipelines.pricing`).
+        time_slices: Read a flow's window of more than a page as concurrent time slices.
     """
 
     base_url: str
@@ -153,6 +154,7 @@ class SyncSettings:
     sql_dir: Path | None = None
     destination: DestinationChoice | None = None
     model_prices: tuple[ModelPriceOverride, ...] = ()
+    time_slices: bool = True
 
     def target(self) -> DestinationChoice:
         """Where this sync loads: `destination`, or the DuckDB file `duckdb_path`."""
@@ -277,6 +279,7 @@ def load_settings(
         sql_dir=Path(config.sql_dir).expanduser() if config.sql_dir else None,
         destination=target,
         model_prices=tuple(parse_overrides(config.model_prices, "sources.stackai.model_prices")),
+        time_slices=bool(config.time_slices),
     )
     if settings.since and settings.until and settings.since > settings.until:
         raise ConfigError(f"--since ({since}) is after --until ({until})")

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -157,6 +158,9 @@ def print_sync_summary(report: SyncReport) -> None:
     for flow in report.flows.values():
         for note in flow.notes:
             stdout.print(f"[yellow]note[/] {escape(flow.flow)}: {escape(note)}", soft_wrap=True)
+    throttled = report.concurrency.describe() if report.concurrency else None
+    if throttled:
+        stdout.print(f"[yellow]note[/]: {escape(throttled)}", soft_wrap=True)
     if report.flows_discovered is not None:
         stdout.print(
             f"flows: {report.flows_discovered} listed by the org summary,"
@@ -190,8 +194,11 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
     "flows_new", "flows_unlisted", "flows": [...]}` (discovered: flows the org summary listed
     for `orgs`, null without; new and unlisted: `ORG_ID/FLOW_ID` lists), each flow with its
     name, status, runs, new runs, rejected, pages, requests, retries, open-run
-    re-checks, open runs, the tail's window and the cursor before/after (ISO-8601 UTC),
-    seconds, notes, unknown enum values and error."""
+    re-checks, open runs, the time slices and probes its window was read with (0: page after
+    page), the tail's window and the cursor before/after (ISO-8601 UTC), seconds, notes,
+    unknown enum values and error; "concurrency": the request limit, `{"maximum", "lowest",
+    "final", "throttled" (answers HTTP 429/503), "backoffs" (cuts), "adaptive"}`, null when the
+    sync made no request."""
     if report is None:
         return {
             "ok": False,
@@ -207,6 +214,7 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
             "flows_discovered": None,
             "flows_new": [],
             "flows_unlisted": [],
+            "concurrency": None,
             "flows": [],
         }
     flows = [
@@ -222,6 +230,8 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
             "retries": f.retries,
             "rechecks": f.rechecks,
             "open_runs": f.open_runs,
+            "slices": f.slices,
+            "probes": f.probes,
             "window_start": f.window_start,
             "window_end": f.window_end,
             "cursor_before": f.cursor_before,
@@ -247,6 +257,7 @@ def summary_dict(report: SyncReport | None, error: str | None = None) -> dict:
         "flows_discovered": report.flows_discovered,
         "flows_new": report.flows_new,
         "flows_unlisted": report.flows_unlisted,
+        "concurrency": asdict(report.concurrency) if report.concurrency else None,
         "flows": flows,
     }
 

@@ -127,7 +127,8 @@ def load_source(pipeline: dlt.Pipeline, source: DltSource) -> LoadInfo:
 def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | None) -> None:
     configure_dlt(settings.max_concurrent_flows)
     stats = RequestStats()
-    session = make_session(settings.http, stats, max_connections=settings.max_concurrent_flows)
+    connections = max(settings.max_concurrent_flows, settings.http.max_concurrent_requests)
+    session = make_session(settings.http, stats, max_connections=connections)
     try:
         pipeline = open_pipeline(settings.target())
         if pipeline.has_pending_data:
@@ -152,7 +153,14 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
             full_refresh=settings.full_refresh,
             now=now,
             rules=settings.rules,
-            client=RunsClient(settings.base_url, settings.api_key, session, settings.page_size),
+            client=RunsClient(
+                settings.base_url,
+                settings.api_key,
+                session,
+                settings.page_size,
+                concurrency=settings.http.max_concurrent_requests,
+                time_slices=settings.time_slices,
+            ),
             progress=report,
             # copies a resumed load leaves are removed above, after `pipeline.run()`
             deduplicate=False,
@@ -180,6 +188,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
         report.fail_all(message)
     finally:
         session.close()
+        report.concurrency = stats.limit.figures() if stats.limit is not None else None
         for name, flow_report in report.flows.items():
             suffix = "/" + FlowRef.parse(name).path
             flow_report.requests = sum(n for p, n in stats.requests.items() if p.endswith(suffix))

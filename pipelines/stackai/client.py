@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +24,7 @@ from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
 from dlt.sources.helpers.rest_client.paginators import PageNumberPaginator
 from dlt.sources.helpers.rest_client.redaction import sanitize_url
 
-from pipelines.stackai import endpoint
+from pipelines.stackai import endpoint, slices
 from pipelines.stackai.dates import format_api_datetime
 from pipelines.stackai.flows import FlowRef
 from pipelines.stackai.http import RetryableError
@@ -83,6 +86,14 @@ def _page_size_limit(response: requests.Response) -> int | None:
         if value is not None and value >= 1:
             return value
     return None
+
+
+@dataclass
+class SliceTally:
+    """Time slices and probe requests a window's read made (`RunsClient.iter_window`)."""
+
+    slices: int = 0
+    probes: int = 0
 
 
 class PagingError(StackAIError):
@@ -215,6 +226,19 @@ def _page_of(response: requests.Response) -> Page:
     return Page(body, response.content)
 
 
+def _refused_for(flow: FlowRef) -> Callable[[int, str, str], StackAIError]:
+    """The error for a 401/403/404 answer to a request for `flow`'s runs."""
+
+    def refused(status: int, where: str, detail: str) -> StackAIError:
+        if status == 404:
+            return FlowNotFound(f"flow not found: {flow} (HTTP 404 from {where}): {detail}")
+        return ApiKeyRejected(
+            f"API key rejected (HTTP {status}) for org {flow.org_id} flow {flow.flow_id}: {detail}"
+        )
+
+    return refused
+
+
 class _RunsRESTClient(RESTClient):
     def extract_response(self, response: requests.Response, data_selector: Any) -> list[Any]:
         # Checked and decoded once, by the response hook inside the retried send.
@@ -230,6 +254,10 @@ class RunsClient:
         session: From `make_session`; shared so connections are kept alive across flows.
         page_size: `page_size` query parameter (>= 1, contract `minimum: 1`).
         max_pages: Full pages read in one window before `PagingError` (see `MAX_PAGES`).
+        concurrency: Requests a flow's window may have in flight at once when it is read as
+            time slices (`iter_window`); the session's limit still caps all flows together.
+        time_slices: Read a window of more than a page as concurrent time slices
+            (`[sources.stackai] time_slices`); False reads every window page after page.
     """
 
     def __init__(
@@ -239,11 +267,15 @@ class RunsClient:
         session: requests.Session,
         page_size: int,
         max_pages: int = MAX_PAGES,
+        concurrency: int = 8,
+        time_slices: bool = True,
     ) -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         self.page_size = page_size
         self.max_pages = max_pages
+        self.concurrency = max(1, concurrency)
+        self.time_slices = time_slices
         self.page_size_cap: int | None = None
         """The most runs the server serves a page, once learned (it served fewer than asked and
         there was more, or a 422 named it); every page is asked at most this size then."""
@@ -296,14 +328,7 @@ class RunsClient:
             params[endpoint.START_DATE_PARAM] = format_api_datetime(start)
         if end is not None:
             params[endpoint.END_DATE_PARAM] = format_api_datetime(end)
-
-        def refused(status: int, where: str, detail: str) -> StackAIError:
-            if status == 404:
-                return FlowNotFound(f"flow not found: {flow} (HTTP 404 from {where}): {detail}")
-            return ApiKeyRejected(
-                f"API key rejected (HTTP {status}) for org {flow.org_id} flow {flow.flow_id}:"
-                f" {detail}"
-            )
+        refused = _refused_for(flow)
 
         subject = f"flow {flow}"
         size = min(page_size, self.page_size_cap or page_size)
@@ -333,6 +358,86 @@ class RunsClient:
             yield from self._read(flow.path, params, short_first, subject, refused, first=1)
         else:  # the end: the server serves at least that many a page
             self.verified_page_size = max(self.verified_page_size, short_first)
+
+    def iter_window(
+        self,
+        flow: FlowRef,
+        start: datetime | None,
+        end: datetime,
+        stop: threading.Event | None = None,
+        tally: SliceTally | None = None,
+    ) -> Iterator[Page]:
+        """Yield the pages of a flow's runs dated in [start, end], as time slices when many.
+
+        The window's first page is read as `iter_pages` reads it. When it comes back full (more
+        runs than a page) and `time_slices` is on, the rest is read as concurrent time slices
+        (`slices.py`): probes find where the history starts (only when `start` is None), the
+        window is cut into slices, and up to `concurrency` slices are paged at once. Pages of
+        different slices interleave, and runs on a slice boundary (and those of the first page)
+        come twice: the reader must take each run once.
+
+        Args:
+            flow, start, end: As `iter_pages`; `end` is the window's pinned end.
+            stop: Set to stop before the next request (the read then raises `FlowInterrupted`).
+            tally: Receives the slices and probes made.
+
+        Raises:
+            What `iter_pages` raises, from whichever slice failed first; FlowInterrupted.
+        """
+        pages = self.iter_pages(flow, start, end)
+        first = next(pages, None)
+        if first is None:
+            return
+        yield first
+        size = min(self.page_size, self.page_size_cap or self.page_size)
+        dates = slices.page_dates(first) if len(first) >= size else []
+        if not self.time_slices or self.concurrency < 2 or len(dates) < 2:
+            yield from pages
+            return
+        pages.close()
+        start = slices.plain(start) if start is not None else None
+        end = slices.plain(end)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="stackai-slice") as pool:
+
+            def run(probe: Callable[[datetime], bool], points: list[datetime]) -> list[bool]:
+                return list(pool.map(probe, points))
+
+            floor = start
+            if start is None:
+                found, probes = slices.find_floor(
+                    lambda at: self.probe(flow, at), run, min(dates), end, self.concurrency
+                )
+                floor = found or slices.EARLIEST
+                if tally is not None:
+                    tally.probes += probes
+            assert floor is not None
+            plan = slices.plan_slices(start, end, floor, dates, size, self.concurrency)
+            if tally is not None:
+                tally.slices += len(plan)
+            log.info(
+                "flow %s: more than a page of runs: reading %d time slices from %s, %d at once",
+                flow,
+                len(plan),
+                format_api_datetime(floor),
+                min(self.concurrency, len(plan)),
+            )
+            try:
+                yield from slices.read_sliced(self, flow, plan, pool, self.concurrency, stop)
+            except slices.SlicesStopped:
+                raise FlowInterrupted(
+                    f"flow {flow}: interrupted before it finished; its cursor did not move"
+                    " (the next sync reads it again)"
+                ) from None
+
+    def probe(self, flow: FlowRef, end: datetime) -> bool:
+        """Whether any run of `flow` is dated up to `end` (one request for one run, no
+        `start_date`). Raises what `iter_pages` raises."""
+        params = {endpoint.PAGE_SIZE_PARAM: 1, endpoint.END_DATE_PARAM: format_api_datetime(end)}
+        refused = _refused_for(flow)
+
+        for page in self._paginate(flow.path, params, 1, f"flow {flow}", refused):
+            return bool(page)
+        return False
 
     def remember(self, known: dict[str, Any]) -> None:
         """Merge what earlier syncs learned (`known`, a state dict) with what this client knows,

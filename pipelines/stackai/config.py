@@ -230,6 +230,10 @@ class StackAIConfiguration(BaseConfiguration):
     feedback_lookback: Any | None = "P3D"
     feedback_interval: Any = "P1D"
     max_concurrent_requests: int = 8
+    adaptive_concurrency: bool = True
+    """Lower the requests in flight while the API throttles (HTTP 429/503), AIMD."""
+    time_slices: bool = True
+    """Read a flow's window of more than a page as concurrent time slices."""
     connect_timeout: float = 10.0
     allow_insecure_http: bool = False
     """Accept a plain http:// base_url to a non-loopback host (the key travels unencrypted)."""
@@ -328,6 +332,7 @@ class StackAIConfiguration(BaseConfiguration):
             backoff_factor=float(runtime.request_backoff_factor),
             max_retry_delay=float(runtime.request_max_retry_delay),
             max_concurrent_requests=self.max_concurrent_requests,
+            adaptive_concurrency=bool(self.adaptive_concurrency),
         )
 
 

@@ -37,6 +37,8 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
+from pipelines.stackai.limit import AdaptiveLimit
+
 log = logging.getLogger(__name__)
 
 
@@ -70,9 +72,11 @@ class HttpSettings:
             (`request_backoff_factor`).
         max_retry_delay: Cap on one wait, `Retry-After` included (`request_max_retry_delay`).
         jitter: Up to this many seconds added at random to each wait.
-        max_concurrent_requests: Requests in flight at once over all flows
+        max_concurrent_requests: Requests in flight at once over all flows and time slices
             (`[sources.stackai] max_concurrent_requests`), so many flows cannot trip the API's
             rate limit together.
+        adaptive_concurrency: Lower that number while the API throttles (HTTP 429/503) and
+            raise it back after (`adaptive_concurrency`; `limit.AdaptiveLimit`).
     """
 
     connect_timeout: float = 10.0
@@ -82,15 +86,18 @@ class HttpSettings:
     max_retry_delay: float = 300.0
     jitter: float = 1.0
     max_concurrent_requests: int = 8
+    adaptive_concurrency: bool = True
 
 
 class RequestStats:
-    """Requests and retries per URL path (one path per flow), safe across threads."""
+    """Requests and retries per URL path (one path per flow), safe across threads, and the
+    request limit (`limit`, set by `make_session`) with what it did."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()
         self.retries: Counter[str] = Counter()
+        self.limit: AdaptiveLimit | None = None
 
     def count(self, counter: Counter[str], url: str) -> None:
         with self._lock:
@@ -148,15 +155,27 @@ def make_session(
     adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max_connections)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    limit = threading.BoundedSemaphore(settings.max_concurrent_requests)
+    limit = AdaptiveLimit(settings.max_concurrent_requests, settings.adaptive_concurrency)
+    if stats is not None:
+        stats.limit = limit
     send = session.send
 
     def one_attempt(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         # The limit covers an attempt, not the backoff wait: a sleeping retry holds no slot.
-        with limit:
+        ticket = limit.acquire()
+        status = None
+        try:
             if stats is not None:
                 stats.count(stats.requests, request.url or "")
-            return send(request, **kwargs)
+            response = send(request, **kwargs)
+            status = response.status_code
+            return response
+        except requests.RequestException as exc:
+            # the response hooks run inside `send` and raise for an error status
+            status = exc.response.status_code if exc.response is not None else None
+            raise
+        finally:
+            limit.release(ticket, status)
 
     def before_sleep(state: RetryCallState) -> None:
         request = state.args[0] if state.args else None

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pipelines.stackai.limit import LimitFigures
+
 
 @dataclass
 class FlowReport:
@@ -29,6 +31,8 @@ class FlowReport:
     cursor_after: str | None = None
     rechecks: int = 0
     open_runs: int = 0
+    slices: int = 0  # time slices the window was read as (0: page after page)
+    probes: int = 0  # one-run requests that looked for the start of the history
     requests: int = 0
     retries: int = 0
     notes: list[str] = field(default_factory=list)
@@ -73,6 +77,8 @@ class SyncReport:
     unpriced_models: dict[str, int] = field(default_factory=dict)
     nul_replaced_runs: set[str] = field(default_factory=set)
     """run_ids where a NUL was replaced by U+FFFD for the destination (PostgreSQL)."""
+    concurrency: LimitFigures | None = None
+    """What the request limit did (adaptive concurrency), once the sync is over."""
     on_progress: ProgressCallback | None = None
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
     """Set to stop every flow before its next request (an interrupt): a stopped flow fails,

@@ -34,6 +34,7 @@ from pipelines.stackai.client import (
     FlowInterrupted,
     FlowNotFound,
     RunsClient,
+    SliceTally,
     StackAIError,
     describe_transport_error,
 )
@@ -140,8 +141,13 @@ def _read(
     with FlowBatcher(
         flow.org_id, flow.flow_id, stored_cursor, watched=plan.state.open_runs
     ) as batcher:
-        for lo, hi in windows:
-            for page in client.iter_pages(flow, lo, hi):
+        for index, (lo, hi) in enumerate(windows):
+            if index == 0 and hasattr(client, "iter_window"):
+                tally = SliceTally()
+                pages = client.iter_window(flow, lo, hi, report.stop, tally)
+            else:
+                tally, pages = None, client.iter_pages(flow, lo, hi)
+            for page in pages:
                 report.page(flow_report)
                 if flow_report.pages % PROGRESS_EVERY_PAGES == 0:
                     log.info(
@@ -166,6 +172,8 @@ def _read(
                         f"flow {name}: interrupted before it finished; its cursor did not move"
                         " (the next sync reads it again)"
                     )
+            if tally is not None and tally.slices:
+                flow_report.slices, flow_report.probes = tally.slices, tally.probes
         if batcher.pending_runs:
             yield from _load_batch(batcher, flow, seen, report, flow_report, prices)
 
@@ -415,6 +423,8 @@ def stackai(
     max_concurrent_requests: int = 8,
     connect_timeout: float = 10.0,
     allow_insecure_http: bool = False,
+    adaptive_concurrency: bool = True,
+    time_slices: bool = True,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -443,7 +453,9 @@ def stackai(
         initial_start_date: Where a flow's first sync starts (ISO-8601, UTC if naive).
         lookback, max_open_run_age, max_open_run_checks, feedback_lookback, feedback_interval:
             The incremental rules (`window.WindowRules`); durations ISO-8601 or seconds.
-        max_concurrent_requests: Requests in flight at once over all flows.
+        max_concurrent_requests: Requests in flight at once over all flows and time slices.
+        adaptive_concurrency: Lower that number while the API answers 429/503 (AIMD).
+        time_slices: Read a window of more than a page as concurrent time slices.
         connect_timeout: Seconds to open a connection (read timeout and retries: dlt's
             `[runtime]` request settings).
         allow_insecure_http: Accept a plain http base_url to a non-loopback host.
@@ -487,6 +499,8 @@ def stackai(
         "max_concurrent_requests": max_concurrent_requests,
         "connect_timeout": connect_timeout,
         "allow_insecure_http": allow_insecure_http,
+        "adaptive_concurrency": adaptive_concurrency,
+        "time_slices": time_slices,
     }.items():
         setattr(config, name, value)
     config.on_resolved()
@@ -497,7 +511,14 @@ def stackai(
         session = make_session(
             config.http_settings(), RequestStats(), max_connections=config.max_concurrent_requests
         )
-        client = RunsClient(config.base_url, config.api_key, session, config.page_size)
+        client = RunsClient(
+            config.base_url,
+            config.api_key,
+            session,
+            config.page_size,
+            concurrency=config.max_concurrent_requests,
+            time_slices=config.time_slices,
+        )
     now = now or pendulum.now("UTC")
     rules = rules or config.window_rules()
     progress = progress if progress is not None else SyncReport()
