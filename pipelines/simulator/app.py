@@ -6,7 +6,9 @@ produces the 422 bodies for bad `page`, `page_size` and date-times, exactly as t
 scheme); the bodies of 401/403/404 are FastAPI's default `{"detail": "..."}` (API-NOTES.md: not
 documented, so a client should only rely on the status code).
 
-Faults (`faults.py`) hit only the flows endpoint, after auth and the 403/404 checks.
+Faults (`faults.py`) hit only the flows endpoint, after auth and the 403/404 checks. The
+rate limit (`World.concurrency_limit`) also hits only the flows endpoint, but before anything
+else: a request over it is answered 429 whatever its key, flow or parameters.
 
 The flows endpoint answers 403 for any org the key is not for (an org of the world the key does
 not cover, or an org unknown to the world: a real key belongs to one org and cannot tell the
@@ -14,6 +16,7 @@ others apart), then 404 for a flow that is not one of that org's, or that was re
 (`World.remove_flow`; also when it is removed while the request is under way).
 """
 
+import re
 from datetime import datetime
 from typing import Annotated
 
@@ -43,12 +46,25 @@ Page = Annotated[int, Query(ge=0)]
 PageSize = Annotated[int, Query(ge=1)]
 
 
+_FLOWS_ROUTE = re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", FLOWS_PATH) + "$")
+"""The paths of the flows endpoint (what `World.concurrency_limit` limits)."""
+_ADMITTED = "stackai.simulator.admitted"
+"""Set in the ASGI scope of a flows-endpoint request `World.begin_flows_request` admitted,
+until its `World.end_flows_request`."""
+
+
 class _SimulatorApp(FastAPI):
     """FastAPI with `faults.FaultLayer` outside everything else, so that the layer gets the
-    server's own `send` (and through it the connection), whatever middleware FastAPI adds."""
+    server's own `send` (and through it the connection), whatever middleware FastAPI adds.
+
+    Before the layer, each request to the flows endpoint is admitted by
+    `World.begin_flows_request` (or answered its 429); it is in flight until the layer reports
+    its response complete (`World.end_flows_request`): just before the response's last bytes
+    go out, so after a `slow` fault's delay, and before a client can have read the response."""
 
     def __init__(self, world: World, **kwargs) -> None:
         super().__init__(**kwargs)
+        self._world = world
 
         def record(scope, status: int | None, fault: str | None) -> None:
             request = Request(scope)
@@ -56,9 +72,21 @@ class _SimulatorApp(FastAPI):
                 request.method, request.url.path, dict(request.query_params), status, fault
             )
 
-        self._fault_layer = faults.FaultLayer(super().__call__, record)
+        def complete(scope) -> None:
+            if scope.pop(_ADMITTED, False):
+                world.end_flows_request()
+
+        self._record = record
+        self._fault_layer = faults.FaultLayer(super().__call__, record, complete)
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and _FLOWS_ROUTE.match(scope["path"]):
+            refusal = self._world.begin_flows_request()
+            if refusal is not None:
+                self._record(scope, refusal.status, faults.RATE_LIMITED)
+                await faults.respond(refusal)(scope, receive, send)
+                return
+            scope[_ADMITTED] = True
         await self._fault_layer(scope, receive, send)
 
 

@@ -27,6 +27,14 @@ What a client sees, kind by kind:
   `DEFAULT_RECORDS`: each is a run with one defect, or no run at all). They are never stored in
   the world.
 
+A rate-limited API is not a `Fault` but a setting, `World.concurrency_limit`: a request to the
+flows endpoint arriving while that many are in flight gets `429` with `{"detail": "Too Many
+Requests"}` at once (before auth and faults) and, if `World.rate_limit_retry_after` is set,
+that `Retry-After` header; it is logged with the fault label `RATE_LIMITED`. The app admits
+requests before `FaultLayer`, which reports each response complete (`on_complete`) just
+before its last bytes go out: a request is in flight for the whole of its response, a `slow`
+delay included.
+
 `truncated` and `reset` need the connection's transport, which the layer finds on uvicorn's
 `send` (its request-response cycle). Under a server where it cannot (e.g. Starlette's
 `TestClient`), both fall back to raising `FaultAbort` after the status line, which makes a
@@ -68,6 +76,8 @@ _SPEC_PARAM = {"status": ("status", int), "slow": ("seconds", float)}
 
 KEY_EXPIRED = "key_expired"
 """The `fault` logged in `World.requests` for a 401 caused by `World.expire_key_after`."""
+RATE_LIMITED = "rate_limit"
+"""The `fault` logged in `World.requests` for a 429 caused by `World.concurrency_limit`."""
 
 
 def _run(**overrides: Any) -> dict:
@@ -267,6 +277,7 @@ class FaultAbort(ConnectionAbortedError):
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable, Callable], Awaitable[None]]
 OnResponse = Callable[[MutableMapping[str, Any], int | None, str | None], None]
+OnComplete = Callable[[MutableMapping[str, Any]], None]
 
 
 class FaultLayer:
@@ -276,14 +287,21 @@ class FaultLayer:
         app: the wrapped ASGI app.
         on_response: called as `(scope, status, fault label)` when a response starts (status
             None for `reset`: no response is sent), before any delay.
+        on_complete: called once per HTTP request as `(scope)` when its response is done: just
+            before its last body message goes to the server (so before a client can have read
+            the whole response), when the connection is dropped (`reset`, `truncated`), or
+            when the app returns or raises without finishing the response.
 
     It must receive the server's own `send` (nothing between it and the server may wrap
     `send`) to reach the connection's transport for `truncated` and `reset`.
     """
 
-    def __init__(self, app: ASGIApp, on_response: OnResponse) -> None:
+    def __init__(
+        self, app: ASGIApp, on_response: OnResponse, on_complete: OnComplete | None = None
+    ) -> None:
         self.app = app
         self.on_response = on_response
+        self.on_complete = on_complete
 
     async def __call__(self, scope: MutableMapping[str, Any], receive, send) -> None:
         if scope["type"] != "http":
@@ -291,7 +309,14 @@ class FaultLayer:
             return
         holder = FaultSlot()
         scope[SCOPE_KEY] = holder
-        dropped = False
+        dropped = completed = False
+
+        def complete() -> None:
+            nonlocal completed
+            if not completed:
+                completed = True
+                if self.on_complete is not None:
+                    self.on_complete(scope)
 
         async def faulty_send(message: MutableMapping[str, Any]) -> None:
             nonlocal dropped
@@ -306,18 +331,26 @@ class FaultLayer:
                     await asyncio.sleep(fault.seconds)
                 elif kind == "reset":
                     dropped = True
+                    complete()
                     await _drop(send, message, reset=True)
                     return
-            elif message["type"] == "http.response.body" and kind == "truncated":
-                dropped = True
-                body = message.get("body", b"")
-                cut = {"type": "http.response.body", "body": body[: len(body) // 2]}
-                await send(cut | {"more_body": True})
-                await _drop(send, None, reset=False)
-                return
+            elif message["type"] == "http.response.body":
+                if kind == "truncated":
+                    dropped = True
+                    complete()
+                    body = message.get("body", b"")
+                    cut = {"type": "http.response.body", "body": body[: len(body) // 2]}
+                    await send(cut | {"more_body": True})
+                    await _drop(send, None, reset=False)
+                    return
+                if not message.get("more_body", False):
+                    complete()
             await send(message)
 
-        await self.app(scope, receive, faulty_send)
+        try:
+            await self.app(scope, receive, faulty_send)
+        finally:
+            complete()
 
 
 async def _drop(send, start: MutableMapping[str, Any] | None, *, reset: bool) -> None:

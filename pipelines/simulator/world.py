@@ -97,6 +97,8 @@ class World:
         parent_style: see `parent_style`.
         fault_rate: see `fault_rate` (seeded chaos; 0 = off).
         fault_kinds: see `fault_kinds`.
+        concurrency_limit: see `concurrency_limit` (None = no limit).
+        rate_limit_retry_after: see `rate_limit_retry_after`.
 
     Attributes:
         api_key: a Bearer key accepted for every org (`"sk-sim-"` + 32 hex digits).
@@ -106,11 +108,14 @@ class World:
             the flows endpoint is computed, outside the lock (it may mutate the world).
         requests: every request served, as `{"method", "path", "params", "status", "fault"}`
             dicts; `fault` is the kind of the `Fault` served (or "key_expired" for the 401 of an
-            expired key), else None; `status` is None when no response was sent (`reset`).
+            expired key, "rate_limit" for the 429 of `concurrency_limit`), else None; `status`
+            is None when no response was sent (`reset`).
 
     Faults (see `faults.py` for what a client sees): `inject` queues faults for the next
     requests of the flows endpoint, `expire_key_after` retires `api_key`, and `fault_rate`
-    turns on seeded random chaos.
+    turns on seeded random chaos. `concurrency_limit` makes the flows endpoint a rate-limited
+    API: requests above that many in flight are answered 429; `in_flight`, `max_in_flight` and
+    `rate_limited` count what it did (always counted, also without a limit).
 
     Flows come and go (a seeded world is the same as ever until one of these is used):
     `add_flow` creates one, `remove_flow` deletes one (optionally leaving it in the org summary,
@@ -130,6 +135,8 @@ class World:
         parent_style: str = "flat",
         fault_rate: float = 0.0,
         fault_kinds: tuple[str, ...] = DEFAULT_FAULT_KINDS,
+        concurrency_limit: int | None = None,
+        rate_limit_retry_after: float | str | None = None,
     ) -> None:
         if orgs < 1 or flows_per_org < 1 or runs_per_flow < 0:
             raise ValueError("need at least one org and one flow per org, and runs_per_flow >= 0")
@@ -152,6 +159,12 @@ class World:
         self._fault_rng = self._rng_for("faults")
         self.fault_rate = fault_rate
         self.fault_kinds = fault_kinds
+        self._flight_lock = threading.Lock()
+        """Guards the in-flight counters only: taken on the server's event loop for every
+        flows-endpoint request, so never held while a page is computed (`_lock` may be)."""
+        self._in_flight = self._max_in_flight = self._rate_limited = 0
+        self.concurrency_limit = concurrency_limit
+        self.rate_limit_retry_after = rate_limit_retry_after
         self._key_uses_left: int | None = None
         self._runs: dict[str, _Run] = {}
         self._flow_runs: dict[str, list[_Run]] = {}
@@ -245,6 +258,84 @@ class World:
         faults = [Fault.parse(spec) for spec in specs]  # ValueError for a bad spec
         with self._lock:
             self._chaos_specs, self._chaos = specs, faults
+
+    @property
+    def concurrency_limit(self) -> int | None:
+        """The most requests to the flows endpoint served at once (>= 1), or None: no limit.
+
+        A rate-limited API: a request arriving while this many are in flight is answered
+        `429 Too Many Requests` with `{"detail": "Too Many Requests"}` (and `Retry-After` when
+        `rate_limit_retry_after` is set) at once, before auth and faults (as a gateway's limiter
+        answers), and is not counted in flight. A request is in flight from its arrival until
+        its response is sent, a `slow` fault's delay included. Logged in `requests` with fault
+        "rate_limit"; counted in `rate_limited`. Changing it affects the next request."""
+        return self._concurrency_limit
+
+    @concurrency_limit.setter
+    def concurrency_limit(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"concurrency_limit must be an int or None, not {value!r}")
+        if value is not None and value < 1:
+            raise ValueError(f"concurrency_limit must be >= 1, not {value}")
+        self._concurrency_limit = value
+
+    @property
+    def rate_limit_retry_after(self) -> str | None:
+        """The `Retry-After` header of `concurrency_limit`'s 429s, or None: no header. Set as
+        seconds (a number, written with `:g`) or a str sent verbatim (e.g. an HTTP date)."""
+        return self._rate_limit.retry_after
+
+    @rate_limit_retry_after.setter
+    def rate_limit_retry_after(self, value: float | str | None) -> None:
+        self._rate_limit = Fault("status", status=429, retry_after=value)  # validates
+
+    @property
+    def in_flight(self) -> int:
+        """Requests to the flows endpoint in flight now (admitted, response not yet sent)."""
+        with self._flight_lock:
+            return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests to the flows endpoint in flight at once since the world was made
+        (or `reset_concurrency_counters`)."""
+        with self._flight_lock:
+            return self._max_in_flight
+
+    @property
+    def rate_limited(self) -> int:
+        """429s answered because of `concurrency_limit` since the world was made (or
+        `reset_concurrency_counters`)."""
+        with self._flight_lock:
+            return self._rate_limited
+
+    def reset_concurrency_counters(self) -> None:
+        """Zero `rate_limited` and restart `max_in_flight` from the requests in flight now."""
+        with self._flight_lock:
+            self._rate_limited = 0
+            self._max_in_flight = self._in_flight
+
+    def begin_flows_request(self) -> Fault | None:
+        """Admit a request to the flows endpoint (called by the app as it arrives).
+
+        Returns:
+            None: admitted and counted in flight (the caller must call `end_flows_request`
+            once its response is sent); else the 429 `Fault` to answer with (`faults.respond`):
+            `concurrency_limit` requests are already in flight. Not counted in flight.
+        """
+        with self._flight_lock:
+            limit = self._concurrency_limit
+            if limit is not None and self._in_flight >= limit:
+                self._rate_limited += 1
+                return self._rate_limit
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            return None
+
+    def end_flows_request(self) -> None:
+        """The response of a request `begin_flows_request` admitted is sent (or abandoned)."""
+        with self._flight_lock:
+            self._in_flight -= 1
 
     @property
     def request_count(self) -> int:
