@@ -107,10 +107,12 @@ def windows_of(world: World, flow: FlowRef, mark: int = 0) -> list[Window]:
 
 
 def tail_start(world: World, flow: FlowRef, mark: int) -> datetime | None:
-    """Start of the flow's main window read since `mark`: the one window that ends at the clock
-    (open-run re-checks end elsewhere). None = from the beginning of history."""
-    (start,) = [start for start, end in windows_of(world, flow, mark) if end == world.now]
-    return start
+    """Start of the flow's main window read since `mark`: the first window that ends at the
+    clock (open-run re-checks end elsewhere; the time slices of a window of more than a page
+    come after its first page, tests/test_slices.py). None = from the beginning of history."""
+    starts = [start for start, end in windows_of(world, flow, mark) if end == world.now]
+    assert starts, f"flow {flow} read no window ending at the clock"
+    return starts[0]
 
 
 def covers(window: Window, when: datetime) -> bool:
@@ -340,13 +342,16 @@ def test_open_run_rechecks_are_capped_per_sync_and_rotate(settings, world):
 
 
 def reaching_back(world: World, mark: int, before: datetime) -> int:
-    """How many windows read since `mark` (all flows) start at or before `before`."""
-    return sum(
-        1
-        for r in world.requests[mark:]
-        if r["params"].get("page", "0") == "0"
-        and "start_date" in r["params"]
-        and instant(r["params"], "start_date") <= before
+    """How many flows read a window since `mark` that starts at or before `before` (a window
+    read as time slices counts once)."""
+    return len(
+        {
+            r["path"]
+            for r in world.requests[mark:]
+            if r["params"].get("page", "0") == "0"
+            and "start_date" in r["params"]
+            and instant(r["params"], "start_date") <= before
+        }
     )
 
 

@@ -136,6 +136,7 @@ def _read(
     flow_report.window_end = iso(end)
     log.info("flow %s: reading runs from %s to %s", name, iso(start) or "the beginning", end)
     windows = [(start, end)] + [(lo, hi) for _, lo, hi in plan.rechecks]
+    rejects: set[str] = set()  # record hashes rejected this sync (slices overlap)
     cap_before = getattr(client, "page_size_cap", None)
     flow_report.rechecks = len(plan.rechecks)
     with FlowBatcher(
@@ -158,7 +159,9 @@ def _read(
                     )
                 batcher.add(page, getattr(page, "body", None))
                 if batcher.pending_runs >= BATCH_RUNS:
-                    yield from _load_batch(batcher, flow, seen, report, flow_report, prices)
+                    yield from _load_batch(
+                        batcher, flow, seen, report, flow_report, prices, rejects
+                    )
                 cap = getattr(client, "page_size_cap", None)
                 if cap != cap_before and cap is not None:
                     cap_before = cap
@@ -175,7 +178,7 @@ def _read(
             if tally is not None and tally.slices:
                 flow_report.slices, flow_report.probes = tally.slices, tally.probes
         if batcher.pending_runs:
-            yield from _load_batch(batcher, flow, seen, report, flow_report, prices)
+            yield from _load_batch(batcher, flow, seen, report, flow_report, prices, rejects)
 
 
 def _load_batch(
@@ -185,15 +188,26 @@ def _load_batch(
     report: SyncReport,
     flow_report: FlowReport,
     prices: PriceBook | None = None,
+    rejects: set[str] | None = None,
 ) -> Iterator[Any]:
     """Type a batch of pages; yield its Arrow tables, rejects and (with `prices`) the costs of
-    its LLM calls, and record what it showed."""
+    its LLM calls, and record what it showed. `rejects` holds the record hashes already
+    rejected this sync: a record read twice (overlapping time slices, a window's first page
+    read again by its slice) is stored once, as runs are."""
     batch = batcher.flush()
     seen.see_batch(batch.newest, batch.opened, batch.closed)
     flow_report.new_runs += batch.new_runs
     for field, value, count in batch.unknown:
         flow_report.count_unknown(field, value, count)
-    report.loaded(flow_report, batch.loaded, len(batch.rejected))
+    rows = [_rejected_row(raw, reason, flow) for raw, reason in batch.rejected]
+    if rejects is not None:
+        fresh = []
+        for row in rows:
+            if row["record_hash"] not in rejects:
+                rejects.add(row["record_hash"])
+                fresh.append(row)
+        rows = fresh
+    report.loaded(flow_report, batch.loaded, len(rows))
     load_id = dlt.current.load_package_state()["load_id"]
     for table in batch.runs:
         yield dlt.mark.with_table_name(_with_load_id(table, load_id), endpoint.RUNS_TABLE)
@@ -204,14 +218,8 @@ def _load_batch(
         if costs is not None:
             report.count_priced(priced.priced, priced.unpriced, priced.unpriced_models or {})
             yield dlt.mark.with_table_name(costs, endpoint.COSTS_TABLE)
-    if batch.rejected:
-        log.warning(
-            "flow %s: %d record(s) rejected, e.g. %s",
-            flow,
-            len(batch.rejected),
-            batch.rejected[0][1],
-        )
-        rows = [_rejected_row(raw, reason, flow) for raw, reason in batch.rejected]
+    if rows:
+        log.warning("flow %s: %d record(s) rejected, e.g. %s", flow, len(rows), rows[0]["reason"])
         yield dlt.mark.with_table_name(rows, endpoint.REJECTED_TABLE)
 
 
