@@ -42,6 +42,13 @@ from benchmarks.benchworld import (
     served_pages,
     truth_of,
 )
+from benchmarks.concurrency import (
+    FULL_CONCURRENCY,
+    QUICK_CONCURRENCY,
+    ConcurrencySizes,
+    bench_busy_flow,
+    bench_rate_limit,
+)
 from benchmarks.worker import RESULT_PREFIX
 from pipelines.simulator import SimulatorServer, World
 
@@ -51,7 +58,7 @@ GENERATED_SHARE = 0.7
 """`World` gives each flow within +-30% of `runs_per_flow`: generating `n / 0.7` per flow and
 trimming to `n` gives every flow exactly `n` runs."""
 
-SECTIONS = ("load", "e2e", "memory", "noop", "postgres", "pricing")
+SECTIONS = ("load", "e2e", "memory", "noop", "postgres", "pricing", "busy", "ratelimit")
 ANCHOR = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 """Every world's clock: with the seed, it makes the data identical from run to run (`World`'s
 default anchor is the current time, which changes which runs are, e.g., still open). Syncs pin
@@ -96,6 +103,8 @@ class Sizes:
     price_flows: int = 8
     price_base_per_flow: int = 5_000
     """Section 6: runs generated per flow; the file's size is reached by cloning them."""
+    concurrency: ConcurrencySizes = FULL_CONCURRENCY
+    """Sections 7 and 8 (`concurrency.py`): a busy flow, a rate-limited API."""
 
 
 FULL = Sizes()
@@ -107,6 +116,7 @@ QUICK = Sizes(
     pg_runs=10_000,
     price_calls=50_000,
     price_sample=5_000,
+    concurrency=QUICK_CONCURRENCY,
 )
 
 
@@ -833,6 +843,8 @@ BENCHES: dict[str, Callable[[Sizes, Path, int], list[Row]]] = {
     "noop": bench_noop,
     "postgres": bench_postgres,
     "pricing": bench_pricing,
+    "busy": bench_busy_flow,
+    "ratelimit": bench_rate_limit,
 }
 
 

@@ -14,6 +14,7 @@ reports (`steps`: dlt's extract / normalize / load seconds; for syncs `ok`, `err
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -37,6 +38,7 @@ from pipelines.settings import DEFAULT_MEMORY_LIMIT, SyncSettings
 from pipelines.stackai import endpoint
 from pipelines.stackai.client import Page
 from pipelines.stackai.flows import FlowRef
+from pipelines.stackai.http import HttpSettings
 from pipelines.stackai.progress import SyncReport
 from pipelines.stackai.source import stackai
 
@@ -168,13 +170,17 @@ def load_raw(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def sync(spec: dict[str, Any]) -> dict[str, Any]:
-    """`run_sync` of the given flows against a running simulator."""
+    """`run_sync` of the given flows against a running simulator (`http`, if in the spec:
+    `HttpSettings` fields to change, e.g. `adaptive_concurrency`; `limit` in the result: what
+    the request limit did)."""
+    http = dataclasses.replace(HttpSettings(), **spec.get("http", {}))
     settings = SyncSettings(
         base_url=spec["base_url"],
         api_key=spec["api_key"],
         flows=tuple(FlowRef.parse(name) for name in spec["flows"]),
         duckdb_path=Path(spec["duckdb"]),
         page_size=spec["page_size"],
+        http=http,
     )  # every other setting as a user gets it by default (max_concurrent_flows 8, ...)
     now = datetime.fromisoformat(spec["now"])
     started, cpu = time.perf_counter(), time.process_time()
@@ -189,8 +195,53 @@ def sync(spec: dict[str, Any]) -> dict[str, Any]:
         "requests": sum(f.requests for f in flows),
         "retries": sum(f.retries for f in flows),
         "rechecks": sum(f.rechecks for f in flows),
+        "slices": sum(f.slices for f in flows),
+        "probes": sum(f.probes for f in flows),
+        "limit": dataclasses.asdict(report.concurrency) if report.concurrency else None,
         "cpu_seconds": round(cpu, 3),
         "steps": _steps(open_pipeline(Path(spec["duckdb"]))),
+    }
+
+
+def serial_client(spec: dict[str, Any]) -> dict[str, Any]:
+    """The floor of a one-request-at-a-time client: one flow read with a plain `requests`
+    session, page 0, 1, 2 ... until a short page, each body decoded with orjson, nothing
+    written. After the timer: `summary`, the runs read as `run.loaded_summary` gives them
+    (count, md5 of the sorted lowercase run_ids, sum of total_tokens, LLM-usage rows)."""
+    import hashlib
+
+    import requests
+
+    (flow,) = (FlowRef.parse(name) for name in spec["flows"])
+    url, size = f"{spec['base_url']}/{flow.path}", spec["page_size"]
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {spec['api_key']}"
+    read: list[dict[str, Any]] = []
+    page = 0
+    started = time.perf_counter()
+    while True:
+        response = session.get(url, params={"page": page, "page_size": size}, timeout=60)
+        page += 1
+        if response.status_code != 200:
+            return {"seconds": None, "ok": False, "error": f"HTTP {response.status_code}"}
+        runs = orjson.loads(response.content)
+        read.extend(runs)
+        if len(runs) < size:
+            break
+    seconds = time.perf_counter() - started
+    session.close()
+    ids = sorted(str(run["run_id"]).lower() for run in read)
+    return {
+        "seconds": seconds,
+        "ok": True,
+        "requests": page,
+        "summary": {
+            "runs": len(read),
+            "ids_md5": hashlib.md5(",".join(ids).encode()).hexdigest(),
+            "total_tokens": sum(run.get("total_tokens") or 0 for run in read),
+            "usage_rows": sum(len(run.get("llm_usage") or ()) for run in read),
+        },
+        "steps": {},
     }
 
 
@@ -522,6 +573,7 @@ TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "load_raw": load_raw,
     "sync": sync,
     "sync_rest_api": sync_rest_api,
+    "serial_client": serial_client,
     "load_postgres": load_postgres,
     "copy_postgres": copy_postgres,
     "price_memory": price_memory,

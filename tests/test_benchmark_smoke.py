@@ -15,6 +15,7 @@ import duckdb
 import pytest
 
 from benchmarks.benchworld import BenchWorld, min_requests, served_pages, truth_of
+from benchmarks.concurrency import ConcurrencySizes
 from benchmarks.run import SECTIONS, Row, Sizes, render, run_benchmark, run_worker, verdict
 from pipelines.simulator import World
 from tests.support.postgres import REQUIRE_ENV
@@ -42,6 +43,20 @@ TINY = Sizes(
     price_sample=100,
     price_flows=2,
     price_base_per_flow=100,
+    concurrency=ConcurrencySizes(
+        busy_runs=300,
+        busy_flows=2,
+        busy_page_size=100,
+        busy_latency=0.01,
+        busy_base_per_flow=100,
+        limit_runs=200,
+        limit_flows=4,
+        limit_page_size=50,
+        limit_latency=0.01,
+        limit=2,
+        limit_retry_after=None,
+        limit_backoff=0.05,
+    ),
 )
 
 
