@@ -159,15 +159,19 @@ def bench_busy_flow(sizes: Sizes, workdir: Path, seed: int) -> list[Row]:
                 f" {found.get('retries', 0)} retries"
             )
     serial.details["note"] += f"; floor: {serial.min_requests} requests x {_ms(latency)}"
-    if many.requests:
-        floor = many.requests / MAX_CONCURRENT_REQUESTS * latency
+    if many.min_requests:
+        # the paging minimum over max_concurrent_requests at once, each a latency long
+        per_request = latency / MAX_CONCURRENT_REQUESTS
+        floor, made = many.min_requests * per_request, (many.requests or 0) * per_request
         many.details["note"] += (
             f"; floor at max_concurrent_requests {MAX_CONCURRENT_REQUESTS}:"
-            f" {many.requests} requests / {MAX_CONCURRENT_REQUESTS} x {_ms(latency)}"
+            f" {many.min_requests} requests / {MAX_CONCURRENT_REQUESTS} x {_ms(latency)}"
             f" = {floor:.2f} s"
             + (f" = {floor / serial.seconds:.2f}x serial" if serial.seconds else "")
-            + f": {len(names)} flows need {len(names)}x the requests of one, so <=1.5x 1 flow"
+            + f" (at the {many.requests or 0} requests made: {made:.2f} s);"
+            f" {len(names)} flows need {len(names)}x the requests of one, so <=1.5x 1 flow"
             f" needs 1 flow >= {floor / 1.5:.2f} s"
+            + (f" = {floor / 1.5 / serial.seconds:.2f}x serial" if serial.seconds else "")
         )
     return rows
 
