@@ -12,7 +12,7 @@ import pytest
 
 from pipelines.load import run_sync
 from pipelines.stackai.http import HttpSettings
-from pipelines.stackai.limit import AdaptiveLimit
+from pipelines.stackai.limit import TIMED_OUT, AdaptiveLimit
 from tests.conftest import FAST_HTTP
 from tests.support.cli import stackai_runs, sync_args_for
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
@@ -51,6 +51,12 @@ def test_the_limit_never_falls_below_one_and_grows_back_by_one_a_round():
     assert answers == 7
     limit.release(limit.acquire(), 200)
     assert limit.limit == 4 and limit.figures().final == 4
+
+
+def test_a_timeout_counts_as_a_throttle():
+    limit = AdaptiveLimit(8)
+    limit.release(limit.acquire(), TIMED_OUT)
+    assert limit.limit == 4 and limit.figures().throttled == 1
 
 
 def test_errors_without_a_response_and_other_statuses_do_not_cut_the_limit():
@@ -145,3 +151,15 @@ def test_against_an_api_that_allows_two_requests_at_once_the_sync_adapts_and_loa
     assert figures.throttled == world.rate_limited > 0
     assert figures.backoffs >= 1 and figures.lowest <= figures.maximum // 2
     assert world.max_in_flight >= 2
+
+
+def test_an_api_that_slows_down_past_the_read_timeout_is_backed_off_from(settings, world):
+    """Two answers come later than the read timeout: both count as throttles, the limit is cut,
+    the retries load everything."""
+    world.inject("slow", seconds=1.0, count=2)
+    http = replace(FAST_HTTP, read_timeout=0.3, max_attempts=5)
+    report = run_sync(replace(settings, http=http), now=world.now)
+    assert report.ok, report
+    assert_matches(loaded_runs(settings), expected_runs(world))
+    figures = report.concurrency
+    assert figures.throttled == 2 and figures.backoffs >= 1

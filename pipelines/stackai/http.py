@@ -37,7 +37,7 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from pipelines.stackai.limit import AdaptiveLimit
+from pipelines.stackai.limit import TIMED_OUT, AdaptiveLimit
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,9 @@ def make_session(
             response = send(request, **kwargs)
             status = response.status_code
             return response
+        except requests.Timeout:
+            status = TIMED_OUT
+            raise
         except requests.RequestException as exc:
             # the response hooks run inside `send` and raise for an error status
             status = exc.response.status_code if exc.response is not None else None

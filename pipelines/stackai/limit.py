@@ -2,10 +2,11 @@
 
 Additive increase, multiplicative decrease (AIMD, as TCP's congestion control): every answer
 that is not a throttle raises the limit by 1/limit (so by one request per round of `limit`
-answers), and a throttle (HTTP 429, or 503, which gateways send for the same reason) halves it,
-at most once per round: the throttles of requests that were already in flight when the limit
-was last cut say nothing new. Retries go through the same limit, so a throttled API sees fewer
-requests, not the same number again after a backoff.
+answers), and a throttle halves it, at most once per round: the throttles of requests that were
+already in flight when the limit was last cut say nothing new. A throttle is HTTP 429, or 503
+(which rate-limiting gateways send too), or a request that timed out (the API slowed down).
+Retries go through the same limit, so a throttled API sees fewer requests, not the same number
+again after a backoff.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 THROTTLE_STATUS = frozenset({429, 503})
 """Statuses that mean "slow down": 429 Too Many Requests; 503, which rate-limiting gateways
 send too (the retry of both is dlt's `DEFAULT_RETRY_STATUS`)."""
+TIMED_OUT = -1
+"""The `status` to release a request with when it timed out: a server too slow to answer in
+`request_timeout` is overloaded, and is slowed down for like a 429."""
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class LimitFigures:
         maximum: The configured ceiling (`max_concurrent_requests`).
         lowest: The lowest the limit went (== maximum when never throttled).
         final: The limit at the end of the sync.
-        throttled: Answers that were throttles (HTTP 429/503), retried ones included.
+        throttled: Requests throttled (HTTP 429/503) or timed out, retried ones included.
         backoffs: Times the limit was cut.
         adaptive: Whether the limit adapts (`adaptive_concurrency`); if not, it stays at maximum.
     """
@@ -44,11 +48,13 @@ class LimitFigures:
             return None
         if not self.adaptive:
             return (
-                f"the API throttled {self.throttled} requests (HTTP 429/503); adaptive_concurrency"
+                f"the API throttled {self.throttled} requests (HTTP 429/503 or a timeout);"
+                f" adaptive_concurrency"
                 f" is off, so requests stayed at {self.maximum} at once"
             )
         return (
-            f"the API throttled {self.throttled} requests (HTTP 429/503): requests in flight"
+            f"the API throttled {self.throttled} requests (HTTP 429/503 or a timeout): requests in"
+            " flight"
             f" backed off from {self.maximum} to {self.lowest} at lowest ({self.backoffs} cuts),"
             f" {self.final} at the end"
         )
@@ -63,7 +69,8 @@ class AdaptiveLimit:
             throttles).
 
     Use `acquire()` before a request (blocks while `limit` are in flight; returns a ticket) and
-    `release(ticket, status)` after it, with the response's status (None: no response).
+    `release(ticket, status)` after it, with the response's status (None: no response,
+    `TIMED_OUT`: it timed out).
     """
 
     def __init__(self, maximum: int, adaptive: bool = True) -> None:
@@ -95,10 +102,11 @@ class AdaptiveLimit:
             return self._issued
 
     def release(self, ticket: int, status: int | None) -> None:
-        """Free the slot of request `ticket`, which got HTTP `status` (None: no response)."""
+        """Free the slot of request `ticket`, which got HTTP `status` (None: no response;
+        `TIMED_OUT`: it timed out)."""
         with self._ready:
             self._in_flight -= 1
-            if status in THROTTLE_STATUS:
+            if status in THROTTLE_STATUS or status == TIMED_OUT:
                 self._throttled += 1
                 if self.adaptive and ticket > self._cut_at:
                     self._limit = max(1.0, self._limit / 2)
