@@ -55,7 +55,12 @@ TINY = Sizes(
         limit_latency=0.01,
         limit=2,
         limit_retry_after=None,
-        limit_backoff=0.05,
+        limit_http=(
+            ("backoff_factor", 0.05),
+            ("jitter", 0.05),
+            ("max_retry_delay", 0.2),
+            ("max_attempts", 20),
+        ),
     ),
 )
 
