@@ -187,16 +187,18 @@ def read_sliced(
     pool: ThreadPoolExecutor,
     workers: int,
     stop: threading.Event | None = None,
-    buffer: int = 16,
+    buffer: int | None = None,
 ) -> Iterator[Any]:
     """Yield the pages of every slice as they arrive, reading up to `workers` slices at once.
 
     Pages of one slice come in page order; slices interleave. A slice's error is raised here
     once the pages before it were yielded, and the other slices stop before their next
     request; so does every slice when `stop` is set (then `SlicesStopped` is raised, so a
-    stopped read never looks complete). At most `buffer` pages wait to be taken.
+    stopped read never looks complete). At most `buffer` pages (default: `workers`) wait to be
+    taken: decoded pages are the sync's largest objects, so a reader slower than the network
+    holds back the slices instead of holding their pages.
     """
-    pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=buffer)
+    pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=buffer or workers)
     cancel = threading.Event()
     todo: queue.SimpleQueue[tuple[datetime | None, datetime]] = queue.SimpleQueue()
     for piece in slices:
