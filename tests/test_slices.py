@@ -107,6 +107,13 @@ def test_probe_points_double_their_reach_and_stop_at_the_earliest_date():
     assert len(far) == 1  # one span back is already before 1970
 
 
+def test_the_first_probe_round_is_small_unless_the_first_page_is_newest_first():
+    hours = [END - timedelta(hours=h) for h in range(4)]
+    assert slices.first_round_size(hours, 8) == 8  # newest first: the start may be far back
+    assert slices.first_round_size(hours[::-1], 8) == 1  # oldest first: likely the start
+    assert slices.first_round_size([hours[i] for i in (1, 0, 3, 2)], 8) == 2  # no order
+
+
 @given(oldest=instants, seen=instants, per_round=st.integers(1, 8))
 @hypothesis_settings(max_examples=200, deadline=None)
 def test_find_floor_returns_a_date_no_run_is_older_than(oldest, seen, per_round):
@@ -120,8 +127,8 @@ def test_find_floor_returns_a_date_no_run_is_older_than(oldest, seen, per_round)
         rounds.append(len(points))
         return [fn(p) for p in points]
 
-    floor, made = find_floor(probe, run, seen, END, per_round)
-    assert made == sum(rounds) and all(n <= per_round for n in rounds)
+    floor, made = find_floor(probe, run, seen, END, per_round, first_round=1)
+    assert made == sum(rounds) and all(n <= per_round for n in rounds) and rounds[0] == 1
     if floor is not None:
         assert floor < oldest
 

@@ -405,7 +405,12 @@ class RunsClient:
             floor = start
             if start is None:
                 found, probes = slices.find_floor(
-                    lambda at: self.probe(flow, at), run, min(dates), end, self.concurrency
+                    lambda at: self.probe(flow, at),
+                    run,
+                    min(dates),
+                    end,
+                    self.concurrency,
+                    slices.first_round_size(dates, self.concurrency),
                 )
                 floor = found or slices.EARLIEST
                 if tally is not None:

@@ -115,7 +115,7 @@ class AdaptiveLimit:
                     self._backoffs += 1
             elif status is not None and self.adaptive and self._limit < self.maximum:
                 self._limit = min(float(self.maximum), self._limit + 1 / self._limit)
-            self._ready.notify_all()
+            self._ready.notify(max(0, self.limit - self._in_flight))
 
     def figures(self) -> LimitFigures:
         """A snapshot of what the limit did so far."""

@@ -38,7 +38,7 @@ SLICE_OVERLAP = timedelta(seconds=1)
 oldest run seen): bound inclusivity is undocumented, and run dates may be whole seconds."""
 MIN_SLICE = timedelta(seconds=10)
 """No slice is narrower than this: below it, the overlap costs more than the slice saves."""
-PAGES_PER_SLICE = 2
+PAGES_PER_SLICE = 3
 """Estimated pages a slice should hold: fewer slices mean fewer short last pages (each slice
 ends with one), more mean better balance when the runs are not spread evenly in time."""
 SLICES_PER_REQUEST_SLOT = 1
@@ -148,6 +148,7 @@ def find_floor(
     oldest_seen: datetime,
     end: datetime,
     per_round: int,
+    first_round: int | None = None,
 ) -> tuple[datetime | None, int]:
     """Where a flow's history starts, by rounds of `per_round` concurrent probes.
 
@@ -157,6 +158,8 @@ def find_floor(
         oldest_seen: The oldest run date of the window's first page.
         end: The window's end.
         per_round: Probes a round.
+        first_round: Probes in the first round (default `per_round`): fewer when the first
+            page suggests its oldest run is the history's (`first_round_size`).
 
     Returns:
         (a date no run is older than, or None when every probe back to `EARLIEST` found
@@ -165,7 +168,8 @@ def find_floor(
     made = 0
     first = 0
     while True:
-        points = probe_points(oldest_seen, end, first, per_round)
+        count = first_round if first == 0 and first_round else per_round
+        points = probe_points(oldest_seen, end, first, count)
         if not points:
             return None, made
         answers = run(probe, points)
@@ -174,6 +178,18 @@ def find_floor(
             if not found:
                 return point - SLICE_OVERLAP, made
         first += len(points)
+
+
+def first_round_size(first_dates: Sequence[datetime], per_round: int) -> int:
+    """How many probes to send first. A first page sorted oldest first (or in no order) likely
+    holds the history's oldest run, or runs close to it: one probe just before it (or two)
+    probably ends the search. A page sorted newest first says nothing of where the history
+    starts, so a whole round goes out at once."""
+    newest_first = all(a >= b for a, b in pairwise(first_dates))
+    if newest_first:
+        return per_round
+    oldest_first = all(a <= b for a, b in pairwise(first_dates))
+    return min(per_round, 1 if oldest_first else 2)
 
 
 class SlicesStopped(Exception):
