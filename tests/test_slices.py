@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import threading
+from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -330,3 +331,20 @@ def test_a_quiet_incremental_sync_stays_one_request_per_flow(settings, world, bu
     for name, flow in report.flows.items():
         assert flow.slices == 0 and flow.probes == 0
         assert flow.requests == 1 + flow.rechecks, name
+
+
+def test_wide_windows_read_at_once_share_the_request_slots():
+    """Each window of more than a page gets concurrency / (wide windows being read): with 8
+    slots, the first gets 8, a second one meanwhile 4, a ninth 1 (page after page)."""
+    import requests
+
+    from pipelines.stackai.client import RunsClient
+
+    client = RunsClient("https://api.example.com", "key", requests.Session(), 100, concurrency=8)
+    with client._wide_window() as first, client._wide_window() as second:
+        widths = [first, second]
+        with ExitStack() as more:
+            widths += [more.enter_context(client._wide_window()) for _ in range(7)]
+    assert widths == [8, 4, 3, 2, 2, 2, 2, 1, 1]
+    with client._wide_window() as alone:
+        assert alone == 8  # the others are done

@@ -12,6 +12,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -276,6 +277,8 @@ class RunsClient:
         self.max_pages = max_pages
         self.concurrency = max(1, concurrency)
         self.time_slices = time_slices
+        self._wide = 0  # windows of more than a page being read now, over all flows
+        self._wide_lock = threading.Lock()
         self.page_size_cap: int | None = None
         """The most runs the server serves a page, once learned (it served fewer than asked and
         there was more, or a 422 named it); every page is asked at most this size then."""
@@ -372,7 +375,9 @@ class RunsClient:
         The window's first page is read as `iter_pages` reads it. When it comes back full (more
         runs than a page) and `time_slices` is on, the rest is read as concurrent time slices
         (`slices.py`): probes find where the history starts (only when `start` is None), the
-        window is cut into slices, and up to `concurrency` slices are paged at once. Pages of
+        window is cut into slices, and up to its share of `concurrency` slices are paged at
+        once (with n wide windows being read, concurrency / n; below 2 the window is read
+        page after page, as the other wide windows already keep the request slots busy). Pages of
         different slices interleave, and runs on a slice boundary (and those of the first page)
         come twice: the reader must take each run once.
 
@@ -391,13 +396,43 @@ class RunsClient:
         yield first
         size = min(self.page_size, self.page_size_cap or self.page_size)
         dates = slices.page_dates(first) if len(first) >= size else []
-        if not self.time_slices or self.concurrency < 2 or len(dates) < 2:
+        if not self.time_slices or len(dates) < 2:
             yield from pages
             return
-        pages.close()
+        with self._wide_window() as width:
+            if width < 2:  # other wide windows already use the request slots
+                yield from pages
+                return
+            pages.close()
+            yield from self._read_slices(flow, start, end, dates, size, width, stop, tally)
+
+    @contextmanager
+    def _wide_window(self) -> Iterator[int]:
+        """Count a window of more than a page while it is read; give it its share of
+        `concurrency`: the request slots are shared, so two wide windows slice half as wide."""
+        with self._wide_lock:
+            self._wide += 1
+            width = -(-self.concurrency // self._wide)
+        try:
+            yield width
+        finally:
+            with self._wide_lock:
+                self._wide -= 1
+
+    def _read_slices(
+        self,
+        flow: FlowRef,
+        start: datetime | None,
+        end: datetime,
+        dates: list[datetime],
+        size: int,
+        width: int,
+        stop: threading.Event | None,
+        tally: SliceTally | None,
+    ) -> Iterator[Page]:
         start = slices.plain(start) if start is not None else None
         end = slices.plain(end)
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="stackai-slice") as pool:
+        with ThreadPoolExecutor(width, thread_name_prefix="stackai-slice") as pool:
 
             def run(probe: Callable[[datetime], bool], points: list[datetime]) -> list[bool]:
                 return list(pool.map(probe, points))
@@ -409,14 +444,14 @@ class RunsClient:
                     run,
                     min(dates),
                     end,
-                    self.concurrency,
-                    slices.first_round_size(dates, self.concurrency),
+                    width,
+                    slices.first_round_size(dates, width),
                 )
                 floor = found or slices.EARLIEST
                 if tally is not None:
                     tally.probes += probes
             assert floor is not None
-            plan = slices.plan_slices(start, end, floor, dates, size, self.concurrency)
+            plan = slices.plan_slices(start, end, floor, dates, size, width)
             if tally is not None:
                 tally.slices += len(plan)
             log.info(
@@ -424,10 +459,10 @@ class RunsClient:
                 flow,
                 len(plan),
                 format_api_datetime(floor),
-                min(self.concurrency, len(plan)),
+                min(width, len(plan)),
             )
             try:
-                yield from slices.read_sliced(self, flow, plan, pool, self.concurrency, stop)
+                yield from slices.read_sliced(self, flow, plan, pool, width, stop)
             except slices.SlicesStopped:
                 raise FlowInterrupted(
                     f"flow {flow}: interrupted before it finished; its cursor did not move"
