@@ -113,26 +113,26 @@ def price_batch(
         dates.update(zip(ids, starts, strict=True))
     rows = []
     for table in usage:
-        names = table.column_names
-        columns = {n: table.column(n).to_pylist() for n in names}
-        deleted = columns.get(endpoint.DELETED_COLUMN) or [None] * table.num_rows
-        for i in range(table.num_rows):
-            if deleted[i] or columns["_dlt_list_idx"][i] < 0:
-                continue
-            run_id = columns["run_id"][i]
-            if run_id not in dates:
-                continue  # priced after the load (`price_calls`)
-            rows.append(
-                (
-                    columns["_dlt_id"][i],
-                    run_id,
-                    columns.get("provider", [None] * table.num_rows)[i],
-                    columns.get("model_id", [None] * table.num_rows)[i],
-                    dates[run_id],
-                    columns.get("input_tokens", [None] * table.num_rows)[i],
-                    columns.get("output_tokens", [None] * table.num_rows)[i],
-                )
-            )
+        absent = [None] * table.num_rows
+
+        def column(name: str, table: pa.Table = table, absent: list[None] = absent) -> list[Any]:
+            # a column the batch never saw a value for may be missing from its table
+            return table.column(name).to_pylist() if name in table.column_names else absent
+
+        for call_id, run_id, index, deleted, provider, model_id, tokens_in, tokens_out in zip(
+            column("_dlt_id"),
+            column("run_id"),
+            column("_dlt_list_idx"),
+            column(endpoint.DELETED_COLUMN),
+            column("provider"),
+            column("model_id"),
+            column("input_tokens"),
+            column("output_tokens"),
+            strict=True,
+        ):
+            if deleted or index < 0 or run_id not in dates:
+                continue  # a marker row, or a run priced after the load (`price_calls`)
+            rows.append((call_id, run_id, provider, model_id, dates[run_id], tokens_in, tokens_out))
     if not rows:
         return None, report
     return _priced(rows, book, report), report
