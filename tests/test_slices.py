@@ -348,3 +348,8 @@ def test_wide_windows_read_at_once_share_the_request_slots():
     assert widths == [8, 4, 3, 2, 2, 2, 2, 1, 1]
     with client._wide_window() as alone:
         assert alone == 8  # the others are done
+    throttled = RunsClient(
+        "https://api.example.com", "key", requests.Session(), 100, current_limit=lambda: 3
+    )
+    with throttled._wide_window() as first, throttled._wide_window() as second:
+        assert (first, second) == (3, 2)  # the request limit, cut by 429s, is what is shared

@@ -160,6 +160,7 @@ def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | Non
                 settings.page_size,
                 concurrency=settings.http.max_concurrent_requests,
                 time_slices=settings.time_slices,
+                current_limit=(lambda: stats.limit.limit) if stats.limit else None,
             ),
             progress=report,
             # copies a resumed load leaves are removed above, after `pipeline.run()`

@@ -259,6 +259,8 @@ class RunsClient:
             time slices (`iter_window`); the session's limit still caps all flows together.
         time_slices: Read a window of more than a page as concurrent time slices
             (`[sources.stackai] time_slices`); False reads every window page after page.
+        current_limit: The session's request limit now (`limit.AdaptiveLimit.limit`), when it
+            adapts: a throttled API gets fewer slices, not only fewer requests at once.
     """
 
     def __init__(
@@ -270,6 +272,7 @@ class RunsClient:
         max_pages: int = MAX_PAGES,
         concurrency: int = 8,
         time_slices: bool = True,
+        current_limit: Callable[[], int] | None = None,
     ) -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
@@ -277,6 +280,7 @@ class RunsClient:
         self.max_pages = max_pages
         self.concurrency = max(1, concurrency)
         self.time_slices = time_slices
+        self.current_limit = current_limit
         self._wide = 0  # windows of more than a page being read now, over all flows
         self._wide_lock = threading.Lock()
         self.page_size_cap: int | None = None
@@ -408,11 +412,15 @@ class RunsClient:
 
     @contextmanager
     def _wide_window(self) -> Iterator[int]:
-        """Count a window of more than a page while it is read; give it its share of
-        `concurrency`: the request slots are shared, so two wide windows slice half as wide."""
+        """Count a window of more than a page while it is read; give it its share of the
+        request slots (`concurrency`, or fewer while the API throttles): the slots are shared,
+        so two wide windows slice half as wide."""
+        slots = self.concurrency
+        if self.current_limit is not None:
+            slots = min(slots, self.current_limit())
         with self._wide_lock:
             self._wide += 1
-            width = -(-self.concurrency // self._wide)
+            width = -(-slots // self._wide)
         try:
             yield width
         finally:

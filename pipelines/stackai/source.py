@@ -516,8 +516,9 @@ def stackai(
     if since and until and since > until:
         raise ConfigError(f"since ({iso(since)}) is after until ({iso(until)})")
     if client is None:
+        stats = RequestStats()
         session = make_session(
-            config.http_settings(), RequestStats(), max_connections=config.max_concurrent_requests
+            config.http_settings(), stats, max_connections=config.max_concurrent_requests
         )
         client = RunsClient(
             config.base_url,
@@ -526,6 +527,7 @@ def stackai(
             config.page_size,
             concurrency=config.max_concurrent_requests,
             time_slices=config.time_slices,
+            current_limit=(lambda: stats.limit.limit) if stats.limit else None,
         )
     now = now or pendulum.now("UTC")
     rules = rules or config.window_rules()
