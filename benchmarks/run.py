@@ -49,6 +49,7 @@ from benchmarks.concurrency import (
     bench_busy_flow,
     bench_rate_limit,
 )
+from benchmarks.startup import bench_startup
 from benchmarks.worker import RESULT_PREFIX
 from pipelines.simulator import SimulatorServer, World
 
@@ -58,7 +59,7 @@ GENERATED_SHARE = 0.7
 """`World` gives each flow within +-30% of `runs_per_flow`: generating `n / 0.7` per flow and
 trimming to `n` gives every flow exactly `n` runs."""
 
-SECTIONS = ("load", "e2e", "memory", "noop", "postgres", "pricing", "busy", "ratelimit")
+SECTIONS = ("load", "e2e", "memory", "noop", "postgres", "pricing", "busy", "ratelimit", "startup")
 ANCHOR = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 """Every world's clock: with the seed, it makes the data identical from run to run (`World`'s
 default anchor is the current time, which changes which runs are, e.g., still open). Syncs pin
@@ -845,6 +846,7 @@ BENCHES: dict[str, Callable[[Sizes, Path, int], list[Row]]] = {
     "pricing": bench_pricing,
     "busy": bench_busy_flow,
     "ratelimit": bench_rate_limit,
+    "startup": bench_startup,
 }
 
 
