@@ -9,7 +9,9 @@ from typing import Any
 
 def main() -> None:
     """Console-script entry point (`stackai-runs`): signals are handled before anything heavy is
-    imported, so Ctrl-C during start-up is one line too, never a traceback."""
+    imported, so Ctrl-C during start-up is one line too, never a traceback. The app imports
+    only typer and rich; each command imports dlt and the rest itself (tests/test_startup.py),
+    and a signal while it does is still this one line."""
     from pipelines.cli import signals
 
     signals.install()
@@ -23,7 +25,7 @@ def main() -> None:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "app":  # the typer app, imported on demand (it imports dlt)
+    if name == "app":  # the typer app, imported on demand: `main` installs the signals first
         from pipelines.cli.app import app
 
         return app

@@ -11,19 +11,18 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import duckdb
 import typer
 from rich.markup import escape
 
-from pipelines.analysis.views import SourceTablesMissing
 from pipelines.cli import console
-from pipelines.load import DuckDBPathError, SyncLocked, pipelines_dir_for, run_sync
-from pipelines.load.destination import DestinationChoice
-from pipelines.load.lock import DestinationUnreachable
-from pipelines.settings import ConfigError, SyncSettings, load_settings
-from pipelines.stackai.flows import FlowRef
+
+# dlt, duckdb, pyarrow, sqlglot and pendulum take over a second to import: each command imports
+# what it uses, so `--help` and usage errors answer at once (tests/test_startup.py).
+if TYPE_CHECKING:
+    from pipelines.load.destination import DestinationChoice
+    from pipelines.settings import SyncSettings
 
 EXIT_OK, EXIT_FLOW_FAILED, EXIT_USAGE = 0, 1, 2
 DEMO_DUCKDB_PATH = "stackai_demo.duckdb"
@@ -68,6 +67,7 @@ def _sync_and_report(
     settings: SyncSettings, quiet: bool, fail_on_rejected: bool = False, as_json: bool = False
 ) -> int:
     from pipelines.cli import signals
+    from pipelines.load import DestinationUnreachable, DuckDBPathError, SyncLocked, run_sync
     from pipelines.stackai.progress import SyncReport
 
     report = SyncReport()
@@ -214,6 +214,8 @@ def sync(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Sync the configured flows' runs into the destination (stackai.flow_runs, merge on run_id)."""
+    from pipelines.settings import ConfigError, load_settings
+
     console.setup_logging(quiet=quiet, verbose=verbose)
     if until is not None and since is None:
         raise _fail_usage("--until needs --since")
@@ -349,6 +351,10 @@ def _prepare_demo_file(path: Path) -> None:
     """Start the demo from an empty file, but never replace a file the demo did not write."""
     if not path.exists():
         return
+    import duckdb
+
+    from pipelines.load import pipelines_dir_for
+
     try:
         with duckdb.connect(str(path), read_only=True) as con:
             marker = con.execute(
@@ -379,6 +385,9 @@ def demo(
 
     _require_extra("simulator", "the demo")
     _configured("sources.stackai.lookback")  # a .dlt/*.toml here that does not parse: one line
+    import duckdb
+
+    from pipelines.settings import SyncSettings
     from pipelines.simulator import SimulatorServer, World
 
     console.setup_logging()
@@ -499,8 +508,16 @@ def views(
     ] = None,
 ) -> None:
     """Create or replace the analysis views (shipped, then your own; schema stackai)."""
-    from pipelines.analysis.views import ViewError, create_views
-    from pipelines.load import DestinationUnreachable, lock_for, open_pipeline, sync_lock
+    import duckdb
+
+    from pipelines.analysis.views import SourceTablesMissing, ViewError, create_views
+    from pipelines.load import (
+        DestinationUnreachable,
+        SyncLocked,
+        lock_for,
+        open_pipeline,
+        sync_lock,
+    )
 
     server = _server_destination(destination)
     path = None if server else _existing_duckdb_file(duckdb_path)
@@ -582,9 +599,12 @@ def report(
     ] = None,
 ) -> None:
     """Summarise the runs from the views: per flow, top failures, models, users (read-only)."""
+    import duckdb
+
     from pipelines.analysis import report as reporting
     from pipelines.load import DestinationUnreachable, open_pipeline
     from pipelines.stackai.config import ConfigError, parse_instant
+    from pipelines.stackai.flows import FlowRef
 
     since_value = _parse_since(since, parse_instant, ConfigError)
     try:
