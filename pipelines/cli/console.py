@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import asdict
 
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -41,6 +40,9 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     """Log to stderr: rich on a terminal, plain timestamped lines elsewhere (cron mail, logs)."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     if stderr.is_terminal:
+        # imported here: rich.logging pulls in rich.traceback, which `--help` never needs
+        from rich.logging import RichHandler
+
         handler: logging.Handler = RichHandler(console=stderr, show_path=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
