@@ -2,25 +2,30 @@
 
 `normalise_run` (one dict in, one row out) is the reference for what a row is. It costs tens of
 microseconds a run in Python, which caps a first sync of millions of runs at a few thousand runs a
-second. So a batch (a few thousand runs) is split:
+second. So a batch (a few thousand runs, kept as the pages' bytes) is typed in DuckDB:
 
-* **plain** runs, whose every field already has its column's JSON type (the usual case, checked in
-  Python by `is_plain`), are typed by DuckDB straight from the page bytes (`read_json` with
-  declared column types) into Arrow tables, several times faster than any per-row Python;
-* every other record (unknown fields, values needing coercion, rejects) goes through
-  `normalise_run` exactly as before, then into Arrow.
+* a batch whose every record is **plain** (every field already has its column's JSON type: the
+  usual case; `is_plain` says what plain is) is checked as plain in SQL (`json_structure` of the
+  whole batch, then its values row by row) and typed by DuckDB straight from the bytes
+  (`read_json` with declared column types) into one Arrow table; its LLM-usage rows and what the
+  incremental rules need are Arrow compute on that table. No Python runs per record;
+* any other batch is decoded and checked record by record: its plain records are typed by
+  DuckDB as above, every other record (unknown fields, values needing coercion, rejects) goes
+  through `normalise_run`, then into Arrow.
 
-Both routes give the same rows for a plain run (tests compare them on generated records). The
-Arrow tables carry the link columns dlt's own normaliser would give a nested `llm_usage` table
-(`_dlt_id`, and `_dlt_root_id`/`_dlt_parent_id`/`_dlt_list_idx` on `flow_runs__llm_usage`), so
-users' joins on `_dlt_root_id = _dlt_id` keep working; the table itself is merged on `run_id`
-(dlt cannot write a nested table from Arrow).
+Both routes give the same rows for a plain run (tests compare them on generated records, and
+check that the SQL check takes no record `is_plain` refuses). The Arrow tables carry the link
+columns dlt's own normaliser would give a nested `llm_usage` table (`_dlt_id`, and
+`_dlt_root_id`/`_dlt_parent_id`/`_dlt_list_idx` on `flow_runs__llm_usage`), so users' joins on
+`_dlt_root_id = _dlt_id` keep working; the table itself is merged on `run_id` (dlt cannot write a
+nested table from Arrow).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +36,7 @@ from typing import Any
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.stackai import endpoint
 from pipelines.stackai.dates import PLAIN_ISO
@@ -240,52 +246,120 @@ def _run_select() -> str:
 
 
 _TYPE_SQL = f"SELECT {_run_select()}, llm_usage, md5(lower(run_id)) AS _dlt_id FROM raw_batch"
+"""One statement types a batch: its Arrow result is all the SQL there is. What follows (the
+usage rows, the observations) is Arrow compute on it, which costs a fraction of more queries."""
 
-_USAGE_FIELDS = ", ".join(
-    f'u."{name}" AS "{name}"' for name in endpoint.LLM_USAGE_COLUMNS if name != "run_id"
+# --- the same check, a batch at a time in SQL -------------------------------------------------
+#
+# `is_plain` costs several microseconds a record in Python. A batch is checked in DuckDB
+# instead, in two steps that together accept no record `is_plain` refuses (they may refuse a
+# few it accepts: such a batch takes the record-by-record path, which gives the same rows):
+#
+# 1. the keys and JSON types: `json_structure` of the batch's array is the union of its
+#    records' shapes (a key with values of two JSON types says JSON), so one look at it covers
+#    every record. A union hides nulls, though: a null record, a null `llm_usage` item, a null
+#    `run_id` or `date` pass it, and are caught by step 2.
+# 2. the values, row by row (`_PLAIN_ROW`): ids, dates, latency, null usage items. Integers
+#    beyond int64 and keys given twice in one object fail the typing itself (an error).
+
+_INTEGERS = frozenset({"UBIGINT", "BIGINT", "HUGEINT"})
+_SHAPE_TYPES = {
+    "text": frozenset({"VARCHAR", "NULL"}),
+    "bool": frozenset({"BOOLEAN", "NULL"}),
+    "double": frozenset({"DOUBLE", "NULL"} | _INTEGERS),
+    "bigint": frozenset({"NULL"} | _INTEGERS),
+    "timestamp": frozenset({"VARCHAR", "NULL"}),  # a null date is refused row by row
+}
+"""`json_structure`'s names for the JSON types a column takes as it is (see `_JSON_TYPES`)."""
+
+
+def _shape_types(columns: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    return {
+        name: _SHAPE_TYPES[column["data_type"]]
+        for name, column in columns.items()
+        if name not in _SERVED_ONLY
+    }
+
+
+_RUN_SHAPE = _shape_types(endpoint.RUN_COLUMNS)
+_USAGE_SHAPE = _shape_types(endpoint.LLM_USAGE_COLUMNS)
+_PARENT_SHAPE = {name: _SHAPE_TYPES["text"] for name in _PARENT_TYPES}
+
+
+def _plain_object(shape: Any, types: Mapping[str, frozenset[str]]) -> bool:
+    return isinstance(shape, dict) and all(
+        isinstance(kind, str) and kind in types.get(key, ()) for key, kind in shape.items()
+    )
+
+
+def _plain_structure(shape: Any) -> bool:
+    """Whether `json_structure` of a batch's array says every record has only the contract's
+    fields, each with a JSON type its column takes as it is (as `is_plain` checks one record)."""
+    if not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], dict)):
+        return False  # not an array of objects
+    record = dict(shape[0])
+    parent, usage = record.pop("parent", "NULL"), record.pop("llm_usage", "NULL")
+    if not _plain_object(record, _RUN_SHAPE):
+        return False
+    if parent != "NULL" and not (
+        isinstance(parent, dict)
+        # other keys of `parent` are not read (`normalise_run`): any type will do
+        and _plain_object({k: v for k, v in parent.items() if k in _PARENT_SHAPE}, _PARENT_SHAPE)
+    ):
+        return False
+    if usage == "NULL" or usage == ["NULL"]:  # no lists, or only empty ones
+        return True
+    return isinstance(usage, list) and len(usage) == 1 and _plain_object(usage[0], _USAGE_SHAPE)
+
+
+_STRIPPED = "[" + "".join(f"\\x{ord(c):02x}" for c in map(chr, range(128)) if c.isspace()) + "]"
+"""A regular expression of the ASCII characters `str.strip()` removes."""
+
+
+def _plain_id_sql(value: str) -> str:
+    # `_plain_id`: ASCII (one byte a character) with nothing `str.strip()` would remove
+    return (
+        f"({value} IS NULL OR (strlen({value}) = length({value})"
+        f" AND NOT regexp_matches({value}, '^{_STRIPPED}|{_STRIPPED}$')))"
+    )
+
+
+_STRICT_ISO = (
+    r"\d{4}-(0[1-9]|1[0-2])-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?"
+    r"(Z|[+-](0\d|1[0-5]):[0-5]\d)?"
 )
-_USAGE_SQL = f"""
-SELECT run_id, {_USAGE_FIELDS},
-    _dlt_id AS _dlt_root_id, _dlt_id AS _dlt_parent_id, idx AS _dlt_list_idx,
-    _dlt_id || '_' || CAST(idx AS VARCHAR) AS _dlt_id, NULL::BOOLEAN AS {endpoint.DELETED_COLUMN}
-FROM (
-    SELECT run_id, _dlt_id, unnest(llm_usage) AS u,
-        unnest(generate_series(0, len(llm_usage) - 1)) AS idx
-    FROM fresh WHERE len(llm_usage) > 0
+"""`PLAIN_ISO` within the ranges `datetime.fromisoformat` takes (and offsets under 16 hours, as
+`_plain_date` wants); the day and year 0 are checked apart."""
+
+_PLAIN_ROW = " AND ".join(
+    [
+        "run_id IS NOT NULL AND run_id <> ''",
+        _plain_id_sql("run_id"),
+        _plain_id_sql("ran_by_id"),
+        _plain_id_sql("parent_run_id"),
+        _plain_id_sql("parent.run_id"),
+        f"date IS NOT NULL AND regexp_full_match(date, '{_STRICT_ISO}')",
+        "left(date, 4) <> '0000' AND TRY_CAST(left(date, 10) AS DATE) IS NOT NULL",
+        # in years 1 to 9999 once in UTC, as Python's datetime
+        "TRY_CAST(CASE WHEN date[-1] = 'Z' OR date[-6] IN ('+', '-') THEN date"
+        " ELSE date || 'Z' END AS TIMESTAMPTZ)"
+        " BETWEEN TIMESTAMPTZ '0001-01-01 00:00:00+00'"
+        " AND TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'",
+        # an integer latency beyond 2^53 is not plain; read as a double it may round to 2^53
+        # itself, so neither is that, integer or float
+        f"(latency IS NULL OR (isfinite(latency) AND abs(latency) < {_MAX_EXACT_INT}))",
+        "(llm_usage IS NULL OR len(list_filter(llm_usage, lambda u: u IS NULL)) = 0)",
+    ]
 )
-UNION ALL
-SELECT run_id, {", ".join(f'NULL AS "{n}"' for n in endpoint.LLM_USAGE_COLUMNS if n != "run_id")},
-    _dlt_id AS _dlt_root_id, _dlt_id AS _dlt_parent_id, {MARKER_INDEX} AS _dlt_list_idx,
-    _dlt_id || '_deleted' AS _dlt_id, true AS {endpoint.DELETED_COLUMN}
-FROM fresh WHERE coalesce(len(llm_usage), 0) = 0
-"""
 
+_CHECKED_SQL = (
+    f"SELECT {_run_select()}, llm_usage, md5(lower(run_id)) AS _dlt_id,"
+    f" coalesce({_PLAIN_ROW}, false) AS _plain FROM raw_batch"
+)
 
-def _sql_list(values: Iterable[str]) -> str:
-    return "[" + ", ".join("'" + value.replace("'", "''") + "'" for value in values) + "]"
-
-
-def _unknown_enums_sql() -> str:
-    parts = []
-    for name, allowed in ENUM_FIELDS.items():
-        listed = _sql_list(allowed)
-        if name.startswith("llm_usage."):
-            key = name.removeprefix("llm_usage.")
-            parts.append(
-                f"SELECT '{name}' AS field, value, count(*) AS n FROM ("
-                f"SELECT unnest(list_transform(llm_usage, lambda u: u.{key})) AS value FROM fresh)"
-                f" WHERE value IS NOT NULL AND NOT list_contains({listed}, value) GROUP BY value"
-            )
-        else:
-            parts.append(
-                f"SELECT '{name}' AS field, {name} AS value, count(*) AS n FROM fresh"
-                f" WHERE {name} IS NOT NULL AND NOT list_contains({listed}, {name}) GROUP BY {name}"
-            )
-    return " UNION ALL ".join(parts)
-
-
-_UNKNOWN_ENUMS_SQL = _unknown_enums_sql()
-_OPEN = _sql_list(sorted(endpoint.OPEN_STATES))
+_USAGE_FIELDS = [name for name in endpoint.LLM_USAGE_COLUMNS if name != "run_id"]
+_OPEN_STATES = pa.array(sorted(endpoint.OPEN_STATES), pa.string())
+_ENUMS = {field: pa.array(allowed, pa.string()) for field, allowed in ENUM_FIELDS.items()}
 
 
 # --- Arrow schemas ----------------------------------------------------------------------------
@@ -394,21 +468,16 @@ class FlowBatcher:
         # there (a few bytes a run instead of ~100 in a Python set, for first syncs of millions)
         self._seen: set[str] = set()
         self._con: duckdb.DuckDBPyConnection | None = None
-        # the pending batch: plain records as JSON array bodies without brackets, the others
-        # already normalised or rejected, and the run_ids taken into it
-        self._plain: list[bytes] = []
-        self._rows: list[dict[str, Any]] = []
-        self._rejected: list[tuple[Any, str]] = []
-        self._taken: set[str] = set()
+        self._watched_ids = pa.array(sorted(self._watched), pa.string())
+        # the pending batch: its pages as they came, JSON array bodies without brackets (a
+        # batch holds about its size in JSON, not the decoded objects: several times more)
+        self._pages: list[bytes] = []
         self._pending_runs = 0
 
     def _duckdb(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
             con = duckdb.connect(config={"threads": 1})
             con.execute("CREATE TEMP TABLE seen (run_id VARCHAR)")
-            con.execute("CREATE TEMP TABLE watched (run_id VARCHAR)")
-            if self._watched:
-                con.execute("INSERT INTO watched SELECT unnest(?)", [sorted(self._watched)])
             if self._seen:
                 con.execute("INSERT INTO seen SELECT unnest(?)", [sorted(self._seen)])
                 self._seen.clear()
@@ -435,80 +504,92 @@ class FlowBatcher:
 
         Args:
             records: The page's decoded JSON array.
-            body: The response body it was decoded from (None: re-encoded when needed).
+            body: The response body it was decoded from (None: re-encoded from `records`).
 
-        A run shown twice in a batch (page drift) is taken once, its first copy in page
-        order, as `normalise_run` row by row would. Records that are not plain are normalised
-        here (they are few); a plain page is kept as its bytes only, so a batch holds about its
-        size in JSON, not the decoded objects (several times more).
+        Only the page's bytes are kept: `flush` types the batch. A run shown twice in a batch
+        (page drift) is taken once there, its first copy in page order, as `normalise_run` row
+        by row would.
         """
         self._pending_runs += len(records)
-        taken = self._taken
-        plain: list[Any] = []
-        as_received = body is not None
-        for record in records:
-            if is_plain(record):
-                run_id = record["run_id"].lower()  # plain ids have nothing to strip
-                if run_id in taken:
-                    as_received = False
-                    continue
-                taken.add(run_id)
-                plain.append(record)
-                continue
-            as_received = False
-            try:
-                row = normalise_run(record, self.org_id, self.flow_id)
-            except RejectedRun as exc:
-                self._rejected.append((record, exc.reason))
-                continue
-            if row["run_id"] not in taken:
-                taken.add(row["run_id"])
-                self._rows.append(row)
-        if as_received:
-            inner = body.strip()[1:-1].strip()  # type: ignore[union-attr]
-            if inner:
-                self._plain.append(inner)
-        elif plain:
-            self._plain.append(orjson.dumps(plain)[1:-1])
+        if not records:
+            return
+        if body is None:
+            body = orjson.dumps(list(records))
+        inner = body.strip()[1:-1].strip()
+        if inner:
+            self._pages.append(inner)
 
     def flush(self) -> Batch:
         """Type the pending batch.
+
+        A batch whose every record is plain (`is_plain`; checked in SQL, see `_PLAIN_ROW`:
+        the usual case) is typed by DuckDB from its bytes; any other batch is decoded, and its
+        plain records typed by DuckDB, the others by `normalise_run`.
 
         Returns:
             A `Batch`. Records that cannot become rows are in `rejected` with the reason
             (`RejectedRun`'s words); runs already loaded earlier in this sync are left out.
         """
-        batch = Batch(rejected=self._rejected)
-        rows, plain, total = self._rows, self._plain, self._pending_runs
-        self._rows, self._plain, self._rejected, self._taken = [], [], [], set()
-        self._pending_runs = 0
-        body = b"[" + b",".join(plain) + b"]" if plain else None
-        if body and self._con is None and total < self.small_batch:
+        batch = Batch()
+        pages, total = self._pages, self._pending_runs
+        self._pages, self._pending_runs = [], 0
+        if not pages:
+            return batch
+        body = b"[" + b",".join(pages) + b"]"
+        del pages
+        if self._con is None and total < self.small_batch:
             # An incremental sync's few runs: Python types them faster than DuckDB starts.
-            rows += self._normalise_plain(body)
-            body = None
-        if rows:
-            self._load_rows(rows, batch)
-        if body:
-            try:
-                self._duckdb_path(body, batch)
-            except duckdb.Error as exc:
-                # Never expected (the records were checked plain), but no reason to lose them:
-                # the reference path types them instead, slower.
-                log.warning(
-                    "flow %s/%s: DuckDB could not type a batch (%s); typing it in Python",
-                    self.org_id,
-                    self.flow_id,
-                    exc,
-                )
-                self._load_rows(self._normalise_plain(body), batch)
+            self._by_record(orjson.loads(body), batch, duckdb_types=False)
+            return batch
+        try:
+            if self._duckdb_path(body, batch, checked=True):
+                return batch
+        except duckdb.Error as exc:
+            # e.g. an integer beyond int64, or a key twice in one object: is_plain decides
+            log.debug("flow %s/%s: batch not plain (%s)", self.org_id, self.flow_id, exc)
+        self._by_record(orjson.loads(body), batch)
         return batch
 
     # -- Python: the reference path, for anything not plain ------------------------------
 
-    def _normalise_plain(self, body: bytes) -> list[dict[str, Any]]:
-        # plain records always normalise (that is what plain means)
-        return [normalise_run(raw, self.org_id, self.flow_id) for raw in orjson.loads(body)]
+    def _by_record(self, records: Any, batch: Batch, duckdb_types: bool = True) -> None:
+        """Type a batch record by record: plain records by DuckDB (or, with `duckdb_types`
+        False, by `normalise_run` too), the others by `normalise_run`; rejects into `batch`."""
+        taken: set[str] = set()
+        plain: list[Any] = []
+        rows: list[dict[str, Any]] = []
+        for record in records if isinstance(records, list) else [records]:
+            if duckdb_types and is_plain(record):
+                run_id = record["run_id"].lower()  # plain ids have nothing to strip
+                if run_id not in taken:
+                    taken.add(run_id)
+                    plain.append(record)
+                continue
+            try:
+                row = normalise_run(record, self.org_id, self.flow_id)
+            except RejectedRun as exc:
+                batch.rejected.append((record, exc.reason))
+                continue
+            if row["run_id"] not in taken:
+                taken.add(row["run_id"])
+                rows.append(row)
+        if rows:
+            self._load_rows(rows, batch)
+        if not plain:
+            return
+        body = orjson.dumps(plain)
+        try:
+            self._duckdb_path(body, batch, checked=False)
+        except duckdb.Error as exc:
+            # Never expected (the records were checked plain), but no reason to lose them:
+            # the reference path types them instead, slower.
+            log.warning(
+                "flow %s/%s: DuckDB could not type a batch (%s); typing it in Python",
+                self.org_id,
+                self.flow_id,
+                exc,
+            )
+            self._load_rows([normalise_run(r, self.org_id, self.flow_id) for r in plain], batch)
 
     def _load_rows(self, rows: list[dict[str, Any]], batch: Batch) -> None:
         already = self._already_seen([row["run_id"] for row in rows])
@@ -572,54 +653,168 @@ class FlowBatcher:
 
     # -- DuckDB: plain records, straight from the bytes ----------------------------------
 
-    def _duckdb_path(self, body: bytes, batch: Batch) -> None:
+    def _duckdb_path(self, body: bytes, batch: Batch, checked: bool) -> bool:
+        """Type a batch's records in DuckDB from `body` (a JSON array) into `batch`.
+
+        Args:
+            checked: The records were not checked one by one (`is_plain`): check the batch
+                in SQL first, and type nothing unless every record is plain.
+
+        Returns:
+            False when `checked` and not every record is plain (`batch` left as it was).
+        """
         con = self._duckdb()
-        con.read_json(io.BytesIO(body), format="array", columns=_COLUMNS).create_view(
-            "raw_batch", replace=True
-        )
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE fresh AS " + _TYPE_SQL,
-            {"org_id": self.org_id, "flow_id": self.flow_id},
-        )
-        # Page drift can show a run twice: keep its first copy, once per sync. Checked on the
-        # run_id column alone, so the usual batch without repeats is not copied again.
-        repeats = (
-            "run_id IN (SELECT run_id FROM seen)"
-            " OR rowid NOT IN (SELECT min(rowid) FROM fresh GROUP BY run_id)"
-        )
-        if con.execute(f"SELECT count(*) FROM fresh WHERE {repeats}").fetchone()[0]:
-            con.execute(f"DELETE FROM fresh WHERE {repeats}")
-        count, newest, new_runs = con.execute(
-            "SELECT count(*), max(date), count(*) FILTER (WHERE $cursor IS NULL OR date > $cursor)"
-            " FROM fresh",
-            {"cursor": self.cursor},
-        ).fetchone()
-        if not count:
-            return
-        opened = con.execute(
-            f"SELECT run_id, date FROM fresh WHERE list_contains({_OPEN}, state)"
-        ).fetchall()
-        closed = con.execute(
-            f"SELECT run_id FROM fresh WHERE NOT coalesce(list_contains({_OPEN}, state), false)"
-            " AND run_id IN (SELECT run_id FROM watched)"
-        ).fetchall()
-        unknown = con.execute(_UNKNOWN_ENUMS_SQL).fetchall()
-        runs = con.sql("SELECT * EXCLUDE (llm_usage) FROM fresh").to_arrow_table()
-        usage = con.sql(_USAGE_SQL).to_arrow_table()
+        typed = _typed(con, body, {"org_id": self.org_id, "flow_id": self.flow_id}, checked)
+        if typed is None:
+            return False
+        fresh = self._unseen(con, typed)
+        if not fresh.num_rows:
+            return True
+        # DuckDB hands TIMESTAMPTZ over in the session's time zone: the same instants in UTC
+        runs = fresh.drop_columns(["llm_usage"]).cast(RUNS_SCHEMA)
+        usage = _usage_rows(runs, fresh.column("llm_usage"))
+        dates, states, run_ids = runs.column("date"), runs.column("state"), runs.column("run_id")
+        new_runs = runs.num_rows
+        if self.cursor is not None:
+            new_runs = pc.sum(pc.greater(dates, pa.scalar(self.cursor, dates.type))).as_py() or 0
+        is_open = pc.is_in(states, value_set=_OPEN_STATES)
+        opened = runs.filter(is_open).select(["run_id", "date"]).to_pylist()
+        closed: list[str] = []
+        if self._watched:
+            watching = pc.is_in(run_ids, value_set=self._watched_ids)
+            closed = run_ids.filter(pc.and_(pc.invert(is_open), watching)).to_pylist()
+        unknown = _unknown_values(runs, usage)
         # Only now, with nothing left that can fail, are these runs remembered as loaded.
-        con.execute("INSERT INTO seen SELECT run_id FROM fresh")
-        batch.loaded += count
+        con.register("batch_ids", pa.table({"run_id": run_ids}))
+        try:
+            con.execute("INSERT INTO seen SELECT run_id FROM batch_ids")
+        finally:
+            con.unregister("batch_ids")
+        batch.loaded += runs.num_rows
         batch.new_runs += new_runs
-        # DuckDB hands TIMESTAMPTZ to Python in the host's time zone (when ICU is loaded)
-        newest = newest.astimezone(UTC)
+        newest = pc.max(dates).as_py().astimezone(UTC)
         if batch.newest is None or newest > batch.newest:
             batch.newest = newest
-        batch.opened.extend((run_id, date.astimezone(UTC)) for run_id, date in opened)
-        batch.closed.extend(run_id for (run_id,) in closed)
+        batch.opened.extend((row["run_id"], row["date"].astimezone(UTC)) for row in opened)
+        batch.closed.extend(closed)
         batch.unknown.extend(unknown)
-        batch.runs.append(runs.cast(RUNS_SCHEMA))
+        batch.runs.append(runs)
         if usage.num_rows:
-            batch.usage.append(usage.cast(USAGE_SCHEMA))
+            batch.usage.append(usage)
+        return True
+
+    def _unseen(self, con: duckdb.DuckDBPyConnection, typed: pa.Table) -> pa.Table:
+        """`typed` without the runs loaded earlier this sync, and with the first copy only of a
+        run shown twice in it (page drift): in the usual batch, neither, and nothing is copied."""
+        run_ids = typed.column("run_id")
+        con.register("batch_ids", pa.table({"run_id": run_ids}))
+        try:
+            ((loaded,),) = con.execute(
+                "SELECT count(*) FROM batch_ids JOIN seen USING (run_id)"
+            ).fetchall()
+            if not loaded and pc.count_distinct(run_ids).as_py() == typed.num_rows:
+                return typed
+            con.unregister("batch_ids")
+            con.register(
+                "batch_ids",
+                pa.table({"run_id": run_ids, "i": pa.array(range(typed.num_rows), pa.int64())}),
+            )
+            first = [
+                index
+                for (index,) in con.execute(
+                    "SELECT min(i) AS i FROM batch_ids"
+                    " WHERE run_id NOT IN (SELECT run_id FROM seen) GROUP BY run_id ORDER BY i"
+                ).fetchall()
+            ]
+        finally:
+            con.unregister("batch_ids")
+        return typed.take(pa.array(first, pa.int64()))
+
+
+def _typed(
+    con: duckdb.DuckDBPyConnection, body: bytes, params: dict[str, str], checked: bool
+) -> pa.Table | None:
+    """A batch's records (`body`, a JSON array) as typed runs, each with its `llm_usage` list
+    and `_dlt_id`; with `checked`, None unless every record is plain (see `_PLAIN_ROW`)."""
+    if checked:
+        # decode(): the bytes as text in DuckDB, not a Python str of them
+        ((shape,),) = con.execute("SELECT json_structure(decode(?)::JSON)", [body]).fetchall()
+        if not _plain_structure(json.loads(shape)):
+            return None
+    con.read_json(io.BytesIO(body), format="array", columns=_COLUMNS).create_view(
+        "raw_batch", replace=True
+    )
+    if not checked:
+        return con.sql(_TYPE_SQL, params=params).to_arrow_table()
+    typed = con.sql(_CHECKED_SQL, params=params).to_arrow_table()
+    if not pc.all(typed.column("_plain")).as_py():
+        return None
+    return typed.drop_columns(["_plain"])
+
+
+def _usage_rows(runs: pa.Table, lists: pa.ChunkedArray) -> pa.Table:
+    """`flow_runs__llm_usage` rows of typed runs: one per LLM call (`_dlt_list_idx` its place in
+    the run's list) and a marker row for each run without a call."""
+    calls = lists.combine_chunks() if lists.num_chunks != 1 else lists.chunk(0)
+    keys = runs.column(ROW_KEY)
+    parent = pc.list_parent_indices(calls)
+    items = pc.list_flatten(calls)
+    # a call's place in its run's list: its place among all calls, less its list's start
+    position = pc.cumulative_sum(pc.add(pc.multiply(parent, 0), 1))  # 1, 2, 3, ...
+    start = pc.cast(pc.take(calls.offsets, parent), pa.int64())
+    index = pc.subtract(pc.add(position, calls.offsets[0].as_py() - 1), start)
+    call_keys = pc.take(keys, parent)
+    columns: dict[str, Any] = {"run_id": pc.take(runs.column("run_id"), parent)}
+    for name in _USAGE_FIELDS:
+        columns[name] = pc.struct_field(items, name)
+    calls_table = pa.table(
+        {
+            **columns,
+            ROOT_KEY: call_keys,
+            PARENT_KEY: call_keys,
+            LIST_INDEX: index,
+            ROW_KEY: pc.binary_join_element_wise(call_keys, pc.cast(index, pa.string()), "_"),
+            endpoint.DELETED_COLUMN: pa.nulls(len(items), pa.bool_()),
+        }
+    )
+    without = pc.fill_null(pc.equal(pc.list_value_length(calls), 0), True)
+    marked = runs.filter(without)
+    count = marked.num_rows
+    marker_keys = marked.column(ROW_KEY)
+    markers = pa.table(
+        {
+            "run_id": marked.column("run_id"),
+            **{name: pa.nulls(count, USAGE_SCHEMA.field(name).type) for name in _USAGE_FIELDS},
+            ROOT_KEY: marker_keys,
+            PARENT_KEY: marker_keys,
+            LIST_INDEX: pa.repeat(pa.scalar(MARKER_INDEX, pa.int64()), count),
+            ROW_KEY: pc.binary_join_element_wise(marker_keys, "deleted", "_"),
+            endpoint.DELETED_COLUMN: pa.repeat(pa.scalar(True), count),
+        }
+    )
+    return pa.concat_tables([calls_table.cast(USAGE_SCHEMA), markers.cast(USAGE_SCHEMA)])
+
+
+def _unknown_values(runs: pa.Table, usage: pa.Table) -> list[tuple[str, str, int]]:
+    """`(field, value, count)` of enum values the contract does not list (`ENUM_FIELDS`)."""
+    found = []
+    for name, allowed in _ENUMS.items():
+        table = usage if name.startswith("llm_usage.") else runs
+        values = table.column(name.removeprefix("llm_usage."))
+        odd = values.filter(
+            pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, value_set=allowed)))
+        )
+        if len(odd):
+            counts = pc.value_counts(odd)
+            found.extend(
+                (name, value, count)
+                for value, count in zip(
+                    counts.field("values").to_pylist(),
+                    counts.field("counts").to_pylist(),
+                    strict=True,
+                )
+            )
+    return found
 
 
 _COLUMNS = _read_json_columns()

@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from unittest import mock
 
+import duckdb
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from pipelines.stackai import batch as batch_module
 from pipelines.stackai.batch import Batch, FlowBatcher, is_plain, row_key
 from pipelines.stackai.normalise import RejectedRun, normalise_run, unknown_enum_values
 
@@ -162,7 +165,10 @@ def records(draw, index: int) -> Any:
                 "state": st.sampled_from(["PENDING", "COMPLETED", "FAILED", "ARCHIVED", None]),
                 "is_flow_successful": st.one_of(st.booleans(), odd_values),
                 "latency": st.one_of(
-                    st.floats(allow_nan=False, allow_infinity=False), json_ints, odd_values
+                    st.floats(allow_nan=False, allow_infinity=False),
+                    json_ints,
+                    odd_values,
+                    st.sampled_from([2**53, 2**53 + 1, -(2**53) - 1, 2.0**53, 1e300]),
                 ),
                 "total_tokens": st.one_of(
                     st.integers(min_value=-(2**63), max_value=2**63 - 1), odd_values
@@ -463,3 +469,107 @@ def test_both_routes_give_a_run_the_same_row_key():
         keys.append((row["_dlt_id"], [(u["_dlt_root_id"], u["_dlt_id"]) for u in usage]))
     key = row_key(PLAIN["run_id"])
     assert keys[0] == keys[1] == (key, [(key, f"{key}_0")])
+
+
+# -- the batch-wide check in SQL ---------------------------------------------------------------
+
+
+_CHECKER = duckdb.connect(config={"threads": 1})
+
+
+def sql_says_plain(records: list[Any]) -> bool:
+    """Whether the SQL check (`json_structure` and `_PLAIN_ROW`) takes these records as they
+    are: a batch typed without looking at each record in Python."""
+    try:
+        params = {"org_id": ORG, "flow_id": FLOW}
+        return batch_module._typed(_CHECKER, orjson.dumps(records), params, True) is not None
+    except duckdb.Error:
+        return False  # e.g. an integer beyond int64: the record-by-record path then
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pages())
+def test_the_sql_check_takes_no_record_is_plain_refuses(page):
+    """Sound: a batch the SQL check takes is one whose every record `is_plain`, alone or in a
+    batch (a union of shapes must not hide an odd record among plain ones)."""
+    if sql_says_plain(page):
+        assert all(is_plain(record) for record in page)
+    for record in page:
+        if sql_says_plain([record, PLAIN]):
+            assert is_plain(record), record
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=8, unique=True)
+       .flatmap(lambda ids: st.tuples(*(plain_records(i) for i in ids))))  # fmt: skip
+def test_a_batch_of_plain_records_is_checked_in_sql_not_record_by_record(page):
+    page = list(page)
+    # a float latency from 2^53 on is plain but refused by the SQL check (which cannot tell
+    # it from an integer): such a batch takes the record-by-record path
+    assume(all(abs(record.get("latency") or 0) < 2**53 for record in page))
+    # nor can it tell an empty object from an odd value when a batch has no other: only `{}`
+    # as LLM calls, or as parents (never seen from the API)
+    calls = [call for record in page for call in record.get("llm_usage") or []]
+    parents = [record["parent"] for record in page if record.get("parent") is not None]
+    assume(not (calls and all(call == {} for call in calls)))
+    assume(not (parents and all(parent == {} for parent in parents)))
+    assert sql_says_plain(page)
+    with mock.patch.object(FlowBatcher, "_by_record", None):  # a call would fail the test
+        runs, reasons, _ = batch_rows(page)
+    assert (runs, reasons) == reference(page)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"run_id": None},
+        {"run_id": ""},
+        {"run_id": "ab\x1f"},
+        {"run_id": "\tab"},
+        {"ran_by_id": "é"},
+        {"parent": {"run_id": " P-1"}},
+        {"date": "2026-11-29T24:00:00"},
+        {"date": "0000-01-01T00:00:00"},
+        {"date": "2026-11-29T10:15:60Z"},
+        {"date": "2026-11-29T10:15:30.1234567"},
+        {"date": "\uff12\uff10\uff12\uff16-11-29T10:15:30"},  # full-width digits
+        {"latency": 2**53 + 1},
+        {"total_tokens": 2**63},
+        {"llm_usage": [None]},
+        {"llm_usage": [{"tokens": 2**63}]},
+        {"llm_usage": [{"provider": "OpenAI"}, None]},
+        {"llm_usage": [[]]},
+    ],
+)
+def test_the_sql_check_refuses_what_is_plain_refuses(change):
+    record = {**PLAIN, **change}
+    assert not is_plain(record)
+    assert not sql_says_plain([PLAIN | {"run_id": "other"}, record])
+    assert batch_rows([record, PLAIN | {"run_id": "other"}])[:2] == reference(
+        [record, PLAIN | {"run_id": "other"}]
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"latency": 1e300},
+        {"latency": 2**53},
+        {"parent": {}},
+        {"llm_usage": [{}]},
+        {"date": "2026-11-29T10:15:30+05:60"},  # Python reads it as +06:00
+    ],
+)
+def test_a_plain_batch_the_sql_check_refuses_is_typed_record_by_record(change):
+    """Stricter than `is_plain` where SQL cannot tell (a float latency beyond 2^53 from an
+    integer, an empty object from an odd value): those batches take the record-by-record
+    path, which gives the same rows."""
+    record = {**PLAIN, **change}
+    assert not sql_says_plain([record])
+    assert batch_rows([record])[:2] == reference([record])
+
+
+def test_a_null_record_among_plain_ones_is_rejected_not_typed():
+    runs, reasons, _ = batch_rows([PLAIN, None])
+    assert list(runs) == [PLAIN["run_id"]] and len(reasons) == 1
+    assert not sql_says_plain([PLAIN, None])
