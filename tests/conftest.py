@@ -45,21 +45,32 @@ FAST_HTTP = HttpSettings(
 """Retries that keep a test of a failing server fast (the defaults back off for minutes)."""
 
 
+FAST_RETRY_ENV = {
+    "RUNTIME__REQUEST_MAX_ATTEMPTS": "2",
+    "RUNTIME__REQUEST_BACKOFF_FACTOR": "0",
+    "RUNTIME__REQUEST_TIMEOUT": "10",
+}
+"""dlt's retrying session reads these; the defaults (5 attempts, backoff up to minutes) would
+make a test of a failing server take minutes."""
+
+
 @pytest.fixture(autouse=True)
 def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    # dlt's retrying session reads these; the defaults (5 attempts, backoff up to minutes)
-    # would make a test of a failing server take minutes.
-    monkeypatch.setenv("RUNTIME__REQUEST_MAX_ATTEMPTS", "2")
-    monkeypatch.setenv("RUNTIME__REQUEST_BACKOFF_FACTOR", "0")
-    monkeypatch.setenv("RUNTIME__REQUEST_TIMEOUT", "10")
+    for name, value in FAST_RETRY_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+def standard_world() -> World:
+    """Two orgs of three flows, about 60 runs each, anchored two days ago so tests can move the
+    clock by hours and stay in the past: the `world` fixture's, for a fixture of wider scope."""
+    anchor = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
+    return World(seed=7, anchor=anchor, orgs=2, flows_per_org=3, runs_per_flow=60)
 
 
 @pytest.fixture
 def world() -> World:
-    """Two orgs of three flows, about 60 runs each, anchored two days ago so tests can move the
-    clock by hours and stay in the past."""
-    anchor = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
-    return World(seed=7, anchor=anchor, orgs=2, flows_per_org=3, runs_per_flow=60)
+    """A new `standard_world()` for each test."""
+    return standard_world()
 
 
 @pytest.fixture
@@ -94,10 +105,16 @@ def postgres_server() -> Iterator[postgres.PostgresServer]:
 _databases = itertools.count()
 
 
+def new_database_name() -> str:
+    """A database name no other test of this session uses (this process's id: an xdist worker
+    has a server of its own, but the name says whose a database is all the same)."""
+    return f"t{os.getpid()}_{next(_databases)}"
+
+
 @pytest.fixture
 def postgres_url(postgres_server: postgres.PostgresServer, monkeypatch: pytest.MonkeyPatch) -> str:
     """A new empty database, set as dlt's `destination.postgres.credentials` (environment)."""
-    url = postgres_server.create_database(f"t{os.getpid()}_{next(_databases)}")
+    url = postgres_server.create_database(new_database_name())
     monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", url)
     return url
 

@@ -10,8 +10,8 @@ import os
 import re
 import shutil
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,17 @@ import pytest
 
 from pipelines.analysis.views import SQL_DIR, SourceTablesMissing, ViewError, create_views
 from pipelines.load import open_pipeline, run_sync
+from pipelines.load.destination import choose
 from pipelines.settings import SyncSettings
 from pipelines.simulator import SimulatorServer, World
 from pipelines.stackai.flows import FlowRef
-from tests.conftest import DESTINATIONS
+from tests.conftest import (
+    DESTINATIONS,
+    FAST_HTTP,
+    FAST_RETRY_ENV,
+    new_database_name,
+    standard_world,
+)
 from tests.support import store
 from tests.support.cli import ROOT, stackai_runs
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
@@ -48,6 +55,7 @@ FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 OPEN = {"PENDING", "PAUSED", "RESUMED"}
 SESSION_TZ = "Asia/Tokyo"
 """Queries run in a UTC+9 session: a run's UTC day must not depend on the reader's zone."""
+CREDENTIALS = "DESTINATION__POSTGRES__CREDENTIALS"
 
 
 # ------------------------------------------------------------------ helpers
@@ -63,6 +71,92 @@ def sync_with_views(settings: SyncSettings, world: World) -> Path | SyncSettings
         return settings
     assert create_views(settings.duckdb_path) == VIEWS
     return settings.duckdb_path
+
+
+@dataclass(frozen=True)
+class Synced:
+    """conftest's `world` (`standard_world()`), synced once with the views created."""
+
+    world: World
+    settings: SyncSettings
+    url: str | None
+    """PostgreSQL: the database's URL (None for a DuckDB file)."""
+
+    @property
+    def path(self) -> Path | SyncSettings:
+        """What `query` reads (as `sync_with_views` returns it)."""
+        return self.settings if self.url else self.settings.duckdb_path
+
+
+@pytest.fixture(scope="module")
+def sync_once(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], Synced]]:
+    """`Synced` for a destination, made the first time a test of this module asks for it and
+    shared by the tests that only read it: a sync of the same world per test would give the
+    same tables (the figures are computed from the world either way), a few seconds each."""
+    made: dict[str, Synced] = {}
+
+    def get(destination: str) -> Synced:
+        if destination not in made:
+            made[destination] = _sync_standard_world(destination, request, tmp_path_factory)
+        return made[destination]
+
+    yield get
+
+
+def _sync_standard_world(
+    destination: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Synced:
+    """As conftest's `settings` and `postgres_url` fixtures do for a test, for the module."""
+    world = standard_world()
+    url = None
+    with pytest.MonkeyPatch.context() as env, SimulatorServer(world) as server:
+        for name, value in FAST_RETRY_ENV.items():
+            env.setenv(name, value)
+        target = None
+        if destination != "duckdb":
+            url = request.getfixturevalue("postgres_server").create_database(new_database_name())
+            env.setenv(CREDENTIALS, url)
+            target = choose(destination)
+        settings = SyncSettings(
+            base_url=server.url,
+            api_key=world.api_key,
+            flows=tuple(FlowRef(f.org_id, f.flow_id) for f in world.flows()),
+            duckdb_path=tmp_path_factory.mktemp("views-synced") / "runs.duckdb",
+            page_size=25,
+            http=FAST_HTTP,
+            destination=target,
+        )
+        sync_with_views(settings, world)
+    return Synced(world, settings, url)
+
+
+@pytest.fixture
+def synced(
+    sync_once: Callable[[str], Synced], destination: str, monkeypatch: pytest.MonkeyPatch
+) -> Synced:
+    """The shared `Synced` of the test's destination (read it, never change it: see
+    `private_copy`), its PostgreSQL database set as dlt's credentials for the test."""
+    shared = sync_once(destination)
+    if shared.url:
+        monkeypatch.setenv(CREDENTIALS, shared.url)
+    return shared
+
+
+def private_copy(
+    synced: Synced, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path | SyncSettings:
+    """A copy of the shared destination for a test that changes its tables or views, as
+    `Synced.path`: the DuckDB file copied (views and tables; not the working folder, which no
+    view reads), or a PostgreSQL database made from the shared one (set as dlt's credentials
+    for the test)."""
+    if synced.url:
+        monkeypatch.setenv(CREDENTIALS, store.clone_database(synced.url, new_database_name()))
+        return replace(synced.settings, destination=choose(synced.settings.target().name))
+    copy = tmp_path / synced.settings.duckdb_path.name
+    shutil.copyfile(synced.settings.duckdb_path, copy)
+    return copy
 
 
 def query(path: Path | SyncSettings, sql: str) -> list[dict[str, Any]]:
@@ -193,11 +287,11 @@ DAILY_FLOW_RUNS = "select * from stackai.daily_flow_runs order by org_id, flow_i
 
 
 @pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
-def test_create_views_in_file_order_idempotent(settings, world):
-    path = sync_with_views(settings, world)
+def test_create_views_in_file_order_idempotent(synced, tmp_path, monkeypatch):
+    path = private_copy(synced, tmp_path, monkeypatch)  # the views are created again
     before = query(path, DAILY_FLOW_RUNS)
     if isinstance(path, SyncSettings):
-        assert create_views(open_pipeline(settings.target())) == VIEWS
+        assert create_views(open_pipeline(path.target())) == VIEWS
     else:
         assert create_views(path) == VIEWS
         with duckdb.connect(str(path)) as con:
@@ -218,8 +312,8 @@ def test_sql_files_are_found_beside_the_package_and_documented():
         assert f"create or replace view {view} as" in text, file.name
 
 
-def test_broken_view_file_names_the_file_and_changes_nothing(settings, world, tmp_path):
-    path = sync_with_views(settings, world)
+def test_broken_view_file_names_the_file_and_changes_nothing(synced, tmp_path, monkeypatch):
+    path = private_copy(synced, tmp_path, monkeypatch)
     views_before = query(path, "select view_name, sql from duckdb_views() order by view_name")
     daily_before = query(path, "select * from stackai.daily_flow_runs order by all")
     runs_before = query(path, "select * from stackai.flow_runs order by run_id")
@@ -356,8 +450,7 @@ def header_check_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     plus the cases where a view could repeat a key or stay empty: an orphan sub-workflow run and
     its child, two runs that name each other as parent, structured and plain feedback, an open
     run long past the stale threshold. Built here because conftest's fixtures are per test."""
-    anchor = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
-    world = World(seed=7, anchor=anchor, orgs=2, flows_per_org=3, runs_per_flow=60)
+    world = standard_world()
     add_header_cases(world)
     with SimulatorServer(world) as server:
         settings = SyncSettings(
@@ -447,8 +540,8 @@ def test_postgres_views_have_their_header_columns_and_are_unique_on_their_grain(
 
 
 @pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
-def test_runs(settings, world):
-    path = sync_with_views(settings, world)
+def test_runs(synced):
+    world, path = synced.world, synced.path
     got = {r["run_id"]: r for r in query(path, "select * from stackai.runs")}
     want = {}
     for run in truth(world):
@@ -513,8 +606,8 @@ def test_error_patterns_mask_ids_and_numbers(settings, world):
 
 
 @pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
-def test_daily_flow_runs(settings, world):
-    path = sync_with_views(settings, world)
+def test_daily_flow_runs(synced):
+    world, path = synced.world, synced.path
     got = {
         (r["org_id"], r["flow_id"], r["run_date"]): r
         for r in query(path, "select * from stackai.daily_flow_runs")
@@ -539,8 +632,8 @@ def test_daily_flow_runs(settings, world):
 
 
 @pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
-def test_daily_llm_usage(settings, world):
-    path = sync_with_views(settings, world)
+def test_daily_llm_usage(synced):
+    world, path = synced.world, synced.path
     key_columns = ("org_id", "flow_id", "run_date", "provider", "model_id")
     got = {
         tuple(r[c] for c in key_columns): r
@@ -574,8 +667,8 @@ def test_daily_llm_usage(settings, world):
 
 
 @pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
-def test_user_usage(settings, world):
-    path = sync_with_views(settings, world)
+def test_user_usage(synced):
+    world, path = synced.world, synced.path
     got = {(r["org_id"], r["user_id"]): r for r in query(path, "select * from stackai.user_usage")}
     want = {
         key: {
@@ -591,8 +684,8 @@ def test_user_usage(settings, world):
 
 
 @pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
-def test_ran_by_usage(settings, world):
-    path = sync_with_views(settings, world)
+def test_ran_by_usage(synced):
+    world, path = synced.world, synced.path
     got = {
         (r["org_id"], r["ran_by_type"], r["ran_by_id"]): r
         for r in query(path, "select * from stackai.ran_by_usage")
@@ -614,8 +707,8 @@ def test_ran_by_usage(settings, world):
 
 
 @pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
-def test_top_errors(settings, world):
-    path = sync_with_views(settings, world)
+def test_top_errors(synced):
+    world, path = synced.world, synced.path
     got = {
         (r["org_id"], r["flow_id"], r["error_pattern"]): r
         for r in query(path, "select * from stackai.top_errors")
@@ -814,8 +907,8 @@ NAMED_VIEWS = (
 
 
 @pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
-def test_every_per_flow_view_names_its_flows_as_the_api_does(settings, world):
-    path = sync_with_views(settings, world)
+def test_every_per_flow_view_names_its_flows_as_the_api_does(synced):
+    world, path = synced.world, synced.path
     names = {(f.org_id, f.flow_id): f.name for f in world.flows()}
     for view in NAMED_VIEWS:
         rows = query(path, f"select org_id, flow_id, flow_name from stackai.{view}")
@@ -832,8 +925,9 @@ def completeness(path: Path | SyncSettings) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("destination", DESTINATIONS, indirect=True)
-def test_flow_completeness_compares_stored_runs_with_the_apis_count(settings, world):
-    path = sync_with_views(settings, world)
+def test_flow_completeness_compares_stored_runs_with_the_apis_count(synced, tmp_path, monkeypatch):
+    world, settings = synced.world, synced.settings
+    path = private_copy(synced, tmp_path, monkeypatch)  # runs are deleted below
     counts: dict[str, int] = defaultdict(int)
     for _, flow_id, _ in world.all_runs():
         counts[flow_id] += 1

@@ -64,12 +64,19 @@ def snapshot(target: SyncSettings, folder: Path) -> str:
     if target.target().name == "postgres":
         url = os.environ["DESTINATION__POSTGRES__CREDENTIALS"]
         name = url.rsplit("/", 1)[1]
-        _admin(url, f'create database "{name}_copy" template "{name}"')
+        clone_database(url, f"{name}_copy")
         return f"{name}_copy"
     path = target.target().duckdb_path
     copy = folder / f"{path.name}.copy"
     shutil.copyfile(path, copy)
     return str(copy)
+
+
+def clone_database(url: str, name: str) -> str:
+    """A new PostgreSQL database `name` made from the one at `url` as its template (nobody may
+    be connected to it meanwhile); returns the new one's URL."""
+    _admin(url, f'create database "{name}" template "{url.rsplit("/", 1)[1]}"')
+    return f"{url.rsplit('/', 1)[0]}/{name}"
 
 
 def restore(target: SyncSettings, copy: str) -> None:
