@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from pipelines.simulator import SimulatorServer, World  # noqa: E402
 from pipelines.stackai.flows import FlowRef  # noqa: E402
 from pipelines.stackai.http import HttpSettings  # noqa: E402
 from tests.support import postgres  # noqa: E402
+from tests.support.first_sync import FirstSyncs  # noqa: E402
 
 DESTINATIONS = ["duckdb", "postgres"]
 """The destinations the load's guarantees are tested on, for real."""
@@ -117,6 +118,19 @@ def postgres_url(postgres_server: postgres.PostgresServer, monkeypatch: pytest.M
     url = postgres_server.create_database(new_database_name())
     monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", url)
     return url
+
+
+@pytest.fixture(scope="session")
+def _first_syncs(tmp_path_factory: pytest.TempPathFactory) -> FirstSyncs:
+    return FirstSyncs(tmp_path_factory.mktemp("first-syncs"))
+
+
+@pytest.fixture
+def first_sync(_first_syncs: FirstSyncs) -> Callable[[SyncSettings, World], None]:
+    """`first_sync(settings, world)`: `run_sync(settings, now=world.now)`, which must succeed,
+    into the test's new destination; made once for the same world and settings and copied into
+    the tests after (tests/support/first_sync.py)."""
+    return _first_syncs.sync
 
 
 @pytest.fixture

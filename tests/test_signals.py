@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from pipelines.load import run_sync
-from tests.support.cli import ROOT, cli_command, environment, run_python, sync_args_for
+from tests.support.cli import ROOT, cli_command, environment, sync_args_for
+from tests.support.interrupted import crashing_sync, real_horizon, sync_stopped_at_page
 from tests.support.state import stored_cursors
 from tests.support.truth import assert_matches, expected_runs, loaded_runs
-from tests.test_crash import CRASHING_SYNC, real_horizon
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 BAD_SIGNS = ("Traceback", "generator already executing", "lock indefinitely", "Aborted")
@@ -32,32 +32,17 @@ def assert_one_clean_line(stderr: str, signum: int) -> str:
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
 def test_a_signal_while_flows_page_stops_them_commits_what_finished_and_the_rerun_catches_up(
-    settings, world, signum
+    settings, world, first_sync, signum
 ):
-    assert run_sync(settings, now=world.now).ok
+    first_sync(settings, world)
     before = stored_cursors(settings)
     world.advance(6 * 3600)
-    process = subprocess.Popen(
-        cli_command(*sync_args_for(settings), "--quiet", "--page-size", "5"),
-        env=environment({"STACKAI_API_KEY": settings.api_key}),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    served = []
 
-    def signal_on_the_fourth_page(org_id: str, flow_id: str, params: dict) -> None:
-        served.append(params)
-        if len(served) == 4:
-            process.send_signal(signum)
+    def send(process: subprocess.Popen) -> None:
+        process.send_signal(signum)
 
-    world.before_page = signal_on_the_fourth_page
-    try:
-        _, stderr = process.communicate(timeout=120)
-    finally:
-        world.before_page = None
-    assert process.returncode == 128 + signum, stderr
+    returncode, stderr = sync_stopped_at_page(settings, world, 4, send, "--page-size", "5")
+    assert returncode == 128 + signum, stderr
     line = assert_one_clean_line(stderr, signum)
     assert "stopped before finishing" in line and "cursors did not move" in line
     after = stored_cursors(settings)
@@ -79,17 +64,12 @@ def test_a_signal_while_flows_page_stops_them_commits_what_finished_and_the_reru
     ],
     ids=lambda v: v if isinstance(v, str) else signal.Signals(v).name,
 )
-def test_a_signal_while_loading_leaves_the_package_for_the_next_sync(settings, world, signum, step):
-    assert run_sync(settings, now=world.now).ok
+def test_a_signal_while_loading_leaves_the_package_for_the_next_sync(
+    settings, world, first_sync, signum, step
+):
+    first_sync(settings, world)
     world.advance(2 * 3600)
-    result = run_python(
-        str(CRASHING_SYNC),
-        f"signal:{signal.Signals(signum).name}:{step}",
-        *sync_args_for(settings),
-        "--quiet",
-        env={"STACKAI_API_KEY": settings.api_key},
-        timeout=120,
-    )
+    result = crashing_sync(settings, f"signal:{signal.Signals(signum).name}:{step}")
     assert result.returncode == 128 + signum, result.stderr
     line = assert_one_clean_line(result.stderr, signum)
     # stopped inside the load: what is pending is finished next time; at the very end dlt
