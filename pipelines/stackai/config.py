@@ -192,8 +192,10 @@ def describe_toml_error(exc: TomlProviderReadException) -> str:
     those dlt looked at, the ones that exist) and TOML's own words, line and column included."""
     found = [path for path in exc.full_paths if Path(path).is_file()] or exc.full_paths
     detail = str(exc).split(":\n", 1)[-1].strip().splitlines()[0]
-    duplicate = re.fullmatch(r'Key "(.+)" already exists\.', detail)
-    if duplicate:  # tomlkit does not say where: the lines that set the key
+    # tomlkit says where the key is set again (0.15.3 and later) or nowhere (earlier), never
+    # where it was set first: the lines that set the key, in every file
+    duplicate = re.match(r'Key "(.+)" already exists\.', detail)
+    if duplicate:
         key = re.compile(rf"\s*[\"']?{re.escape(duplicate.group(1))}[\"']?\s*=")
         lines = [
             f"{path} line {number}"
