@@ -52,17 +52,23 @@ def open_pipeline(
     )
 
 
-def configure_dlt(max_concurrent_flows: int) -> None:
+def configure_dlt(max_concurrent_flows: int, destination_name: str = "duckdb") -> None:
     """Set the dlt settings a sync depends on (dlt reads them from the environment).
 
     Args:
         max_concurrent_flows: dlt's extract pool size: how many flows (parallelized resources)
             are fetched at once.
+        destination_name: where the sync loads (`destination.DESTINATIONS`): into DuckDB, dlt's
+            parquet files are written uncompressed.
     """
     os.environ["EXTRACT__WORKERS"] = str(max_concurrent_flows)
     # dlt gzips its intermediate files by default: 15% of the load path's time for files that
     # live a few seconds on local disk (benchmarks/).
     os.environ.setdefault("DATA_WRITER__DISABLE_COMPRESSION", "true")
+    if destination_name == "duckdb":
+        # likewise parquet's snappy (a third of the load step, benchmarks/) for files DuckDB
+        # reads once from local disk; a warehouse's staging files are uploaded: they keep it
+        os.environ.setdefault("DATA_WRITER__COMPRESSION", "none")
     # Runs arrive as Arrow tables (batch.py); dlt adds `_dlt_load_id` to them only when asked,
     # and full refresh and the users' SQL rely on it.
     os.environ["NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID"] = "true"

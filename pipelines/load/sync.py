@@ -125,7 +125,7 @@ def load_source(pipeline: dlt.Pipeline, source: DltSource) -> LoadInfo:
 
 
 def _sync_locked(settings: SyncSettings, report: SyncReport, now: datetime | None) -> None:
-    configure_dlt(settings.max_concurrent_flows)
+    configure_dlt(settings.max_concurrent_flows, settings.target().name)
     stats = RequestStats()
     connections = max(settings.max_concurrent_flows, settings.http.max_concurrent_requests)
     session = make_session(settings.http, stats, max_connections=connections)

@@ -224,17 +224,18 @@ def _read_json_columns() -> dict[str, str]:
     return columns
 
 
-def _run_select() -> str:
+_UTC_DATE = "CASE WHEN date[-1] = 'Z' OR date[-6] IN ('+', '-') THEN date ELSE date || 'Z' END"
+"""An explicit offset, so the session's time zone (ICU's, if loaded) cannot matter."""
+
+
+def _run_select(date: str | None = None) -> str:
+    # `date`: a column already holding the date as a TIMESTAMPTZ, else it is cast here
     parts = []
     for name in endpoint.RUN_COLUMNS:
         if name in ("org_id", "flow_id"):
             parts.append(f"${name} AS {name}")
         elif name == "date":
-            # an explicit offset, so the session's time zone (ICU's, if loaded) cannot matter
-            parts.append(
-                "CAST(CASE WHEN date[-1] = 'Z' OR date[-6] IN ('+', '-') THEN date"
-                " ELSE date || 'Z' END AS TIMESTAMPTZ) AS date"
-            )
+            parts.append(f"{date or f'CAST({_UTC_DATE} AS TIMESTAMPTZ)'} AS date")
         elif name.startswith("parent_"):
             nested = f"coalesce({name}, parent.{name.removeprefix('parent_')})"
             parts.append(f"{'lower' if name in endpoint.ID_FIELDS else ''}({nested}) AS {name}")
@@ -341,20 +342,19 @@ _PLAIN_ROW = " AND ".join(
         f"date IS NOT NULL AND regexp_full_match(date, '{_STRICT_ISO}')",
         "left(date, 4) <> '0000' AND TRY_CAST(left(date, 10) AS DATE) IS NOT NULL",
         # in years 1 to 9999 once in UTC, as Python's datetime
-        "TRY_CAST(CASE WHEN date[-1] = 'Z' OR date[-6] IN ('+', '-') THEN date"
-        " ELSE date || 'Z' END AS TIMESTAMPTZ)"
-        " BETWEEN TIMESTAMPTZ '0001-01-01 00:00:00+00'"
+        "_date BETWEEN TIMESTAMPTZ '0001-01-01 00:00:00+00'"
         " AND TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'",
         # an integer latency beyond 2^53 is not plain; read as a double it may round to 2^53
         # itself, so neither is that, integer or float
         f"(latency IS NULL OR (isfinite(latency) AND abs(latency) < {_MAX_EXACT_INT}))",
-        "(llm_usage IS NULL OR len(list_filter(llm_usage, lambda u: u IS NULL)) = 0)",
     ]
 )
+"""Whether a row's values are plain; null `llm_usage` items are looked for in Arrow (`_typed`)."""
 
 _CHECKED_SQL = (
-    f"SELECT {_run_select()}, llm_usage, md5(lower(run_id)) AS _dlt_id,"
-    f" coalesce({_PLAIN_ROW}, false) AS _plain FROM raw_batch"
+    f"SELECT {_run_select('_date')}, llm_usage, md5(lower(run_id)) AS _dlt_id,"
+    f" coalesce({_PLAIN_ROW}, false) AS _plain"
+    f" FROM (SELECT *, TRY_CAST({_UTC_DATE} AS TIMESTAMPTZ) AS _date FROM raw_batch)"
 )
 
 _USAGE_FIELDS = [name for name in endpoint.LLM_USAGE_COLUMNS if name != "run_id"]
@@ -749,6 +749,8 @@ def _typed(
     typed = con.sql(_CHECKED_SQL, params=params).to_arrow_table()
     if not pc.all(typed.column("_plain")).as_py():
         return None
+    if pc.list_flatten(typed.column("llm_usage")).null_count:
+        return None  # a null LLM call: `normalise_run` rejects the run
     return typed.drop_columns(["_plain"])
 
 
