@@ -297,13 +297,15 @@ def test_killed_mid_slices_moves_no_cursor_and_rerun_equals_ground_truth(setting
         stderr=subprocess.PIPE,
         text=True,
     )
-    slice_pages = []
+    pages = []  # the busy flow's page requests (probes aside): its window's first, then slices'
     killed = threading.Event()
 
     def kill_mid_slices(org_id: str, flow_id: str, params: dict) -> None:
-        if flow_id == busy.flow_id and params.get("page") == "1":
-            slice_pages.append(params)
-            if len(slice_pages) == 3 and not killed.is_set():
+        # the busy flow needs 25 pages at least: its 8th page request is mid-slices, whatever
+        # the slice plan (which follows the history's spread, so the clock's time of day)
+        if flow_id == busy.flow_id and params.get("page_size") != "1":
+            pages.append(params)
+            if len(pages) == 8 and not killed.is_set():
                 killed.set()
                 os.kill(process.pid, signal.SIGKILL)
 
@@ -312,6 +314,7 @@ def test_killed_mid_slices_moves_no_cursor_and_rerun_equals_ground_truth(setting
         assert process.wait(timeout=120) == -signal.SIGKILL, process.stderr.read()
     finally:
         world.before_page = None
+    assert any("start_date" in params for params in pages), "killed before the slices began"
     assert stored_cursors(settings).get(str(busy)) is None
 
     report = run_sync(settings, now=world.now)
