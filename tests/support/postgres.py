@@ -22,6 +22,9 @@ USER = "stackai"
 PASSWORD = "pg-s3cret-never-printed"
 REQUIRE_ENV = "STACKAI_TEST_REQUIRE_POSTGRES"
 """Set (by `.ci/run`) to fail, not skip, the PostgreSQL tests when no server can be started."""
+START_ATTEMPTS = 3
+"""A port found free can be taken before the server binds it (parallel test processes each
+start a server): then it starts again on another."""
 
 
 class PostgresUnavailable(RuntimeError):
@@ -124,25 +127,34 @@ def start() -> PostgresServer:
                 "--locale=C.UTF-8",
             ]
         )
-        options = (
-            f"-p {server.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        server._run(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(folder / "data"),
-                "-o",
-                options,
-                "-l",
-                str(folder / "log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        )
+        for attempt in range(START_ATTEMPTS):
+            if attempt:  # the free port was taken meanwhile (another test process's server)
+                server.port = _free_port()
+            options = (
+                f"-p {server.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+                " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            )
+            try:
+                server._run(
+                    [
+                        str(bindir / "pg_ctl"),
+                        "-D",
+                        str(folder / "data"),
+                        "-o",
+                        options,
+                        "-l",
+                        str(folder / "log"),
+                        "-w",
+                        "-t",
+                        "60",
+                        "start",
+                    ]
+                )
+                break
+            except subprocess.CalledProcessError:
+                log = (folder / "log").read_text() if (folder / "log").exists() else ""
+                if attempt + 1 == START_ATTEMPTS or "could not bind" not in log:
+                    raise
     except subprocess.CalledProcessError as exc:
         log = (folder / "log").read_text() if (folder / "log").exists() else ""
         with contextlib.suppress(Exception):
