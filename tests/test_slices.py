@@ -337,22 +337,103 @@ def test_a_quiet_incremental_sync_stays_one_request_per_flow(settings, world, bu
 
 
 def test_wide_windows_read_at_once_share_the_request_slots():
-    """Each window of more than a page gets concurrency / (wide windows being read): with 8
-    slots, the first gets 8, a second one meanwhile 4, a ninth 1 (page after page)."""
+    """Each window of more than a page gets concurrency / (wide windows being read), rounded
+    up: with 8 slots, the first gets 8, a second one meanwhile 4, a ninth 1; the share is asked
+    again while a window is read, so the first narrows to 1 while nine are read and is back to
+    8 once the others are done."""
     import requests
 
     from pipelines.stackai.client import RunsClient
 
     client = RunsClient("https://api.example.com", "key", requests.Session(), 100, concurrency=8)
-    with client._wide_window() as first, client._wide_window() as second:
-        widths = [first, second]
-        with ExitStack() as more:
-            widths += [more.enter_context(client._wide_window()) for _ in range(7)]
+    with client._wide_window() as first:
+        widths = [first()]
+        with client._wide_window() as second:
+            widths.append(second())
+            with ExitStack() as more:
+                for _ in range(7):
+                    widths.append(more.enter_context(client._wide_window())())
+                assert first() == 1
+            assert first() == 4
     assert widths == [8, 4, 3, 2, 2, 2, 2, 1, 1]
-    with client._wide_window() as alone:
-        assert alone == 8  # the others are done
+    assert first() == 8  # a share asked once every window is done: all the slots
+    limit = [3]
     throttled = RunsClient(
-        "https://api.example.com", "key", requests.Session(), 100, current_limit=lambda: 3
+        "https://api.example.com", "key", requests.Session(), 100, current_limit=lambda: limit[0]
     )
     with throttled._wide_window() as first, throttled._wide_window() as second:
-        assert (first, second) == (3, 2)  # the request limit, cut by 429s, is what is shared
+        assert (first(), second()) == (2, 2)  # the request limit, cut by 429s, is what is shared
+        limit[0] = 8
+        assert first() == 4  # and grows back with it
+
+
+def test_a_sliced_read_widens_when_its_share_grows():
+    """A window read one slice at a time takes more workers when its share grows: three slices
+    wait for each other (a barrier of three) and are only read once the share allows three."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    end = datetime(2026, 1, 1, tzinfo=UTC)
+    plan = [(end - timedelta(hours=i + 1), end - timedelta(hours=i)) for i in range(6)]
+    barrier = threading.Barrier(3, timeout=30)  # a timeout fails the test, it fixes no race
+
+    class Client:
+        def iter_pages(self, flow, lo, hi):
+            index = plan.index((lo, hi))
+            if index in (1, 2, 3):
+                barrier.wait()  # BrokenBarrierError unless three slices are read at once
+            yield [index]
+
+        def probe(self, flow, end):  # pragma: no cover - not used by read_sliced
+            return True
+
+    share = [1]
+    with ThreadPoolExecutor(8) as pool:
+        pages = slices.read_sliced(Client(), "flow", plan, pool, lambda: share[0])
+        seen = [next(pages)]
+        share[0] = 3
+        seen += list(pages)
+    assert sorted(page[0] for page in seen) == list(range(6))
+
+
+def test_a_sliced_read_narrows_when_its_share_shrinks():
+    """Workers over a narrower share stop after their slice: four slices read at once, the
+    share drops to 1 while they are read, and the eight slices left are read one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    end = datetime(2026, 1, 1, tzinfo=UTC)
+    plan = [(end - timedelta(hours=i + 1), end - timedelta(hours=i)) for i in range(12)]
+    lock = threading.Lock()
+    started: list[int] = []
+    active_later: list[int] = []
+    overlaps: list[tuple[int, int]] = []
+    share = [4]
+    narrowed = threading.Event()
+
+    class Client:
+        def iter_pages(self, flow, lo, hi):
+            index = plan.index((lo, hi))
+            with lock:
+                started.append(index)
+                if len(started) == 4:  # the first four are all being read: narrow the share
+                    share[0] = 1
+                    narrowed.set()
+                if index >= 4:
+                    overlaps.extend((other, index) for other in active_later)
+                    active_later.append(index)
+            try:
+                if index < 4:
+                    assert narrowed.wait(timeout=30), "four slices were never read at once"
+                yield [index]
+            finally:
+                with lock:
+                    if index in active_later:
+                        active_later.remove(index)
+
+        def probe(self, flow, end):  # pragma: no cover - not used by read_sliced
+            return True
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(slices.read_sliced(Client(), "flow", plan, pool, lambda: share[0]))
+    assert sorted(page[0] for page in seen) == list(range(12))
+    assert sorted(started[:4]) == [0, 1, 2, 3]
+    assert overlaps == []

@@ -380,8 +380,9 @@ class RunsClient:
         runs than a page) and `time_slices` is on, the rest is read as concurrent time slices
         (`slices.py`): probes find where the history starts (only when `start` is None), the
         window is cut into slices, and up to its share of `concurrency` slices are paged at
-        once (with n wide windows being read, concurrency / n; below 2 the window is read
-        page after page, as the other wide windows already keep the request slots busy). Pages of
+        once (with n wide windows being read, concurrency / n, asked again as slices end: it
+        widens as the other windows finish; a share below 2 when the first page came back
+        means the window is read page after page, as the others keep the slots busy). Pages of
         different slices interleave, and runs on a slice boundary (and those of the first page)
         come twice: the reader must take each run once.
 
@@ -403,29 +404,39 @@ class RunsClient:
         if not self.time_slices or len(dates) < 2:
             yield from pages
             return
-        with self._wide_window() as width:
+        with self._wide_window() as share:
+            width = share()
             if width < 2:  # other wide windows already use the request slots
                 yield from pages
                 return
             pages.close()
-            yield from self._read_slices(flow, start, end, dates, size, width, stop, tally)
+            yield from self._read_slices(flow, start, end, dates, size, share, stop, tally)
 
     @contextmanager
-    def _wide_window(self) -> Iterator[int]:
+    def _wide_window(self) -> Iterator[Callable[[], int]]:
         """Count a window of more than a page while it is read; give it its share of the
-        request slots (`concurrency`, or fewer while the API throttles): the slots are shared,
-        so two wide windows slice half as wide."""
-        slots = self.concurrency
-        if self.current_limit is not None:
-            slots = min(slots, self.current_limit())
+        request slots: `concurrency` (or fewer while the API throttles) over the wide windows
+        being read now, each share rounded up. The share is asked again while the window is
+        read, so it narrows when other wide windows start or the API throttles, and widens when
+        they finish."""
+
+        def share() -> int:
+            with self._wide_lock:
+                return -(-self._slots() // max(1, self._wide))
+
         with self._wide_lock:
             self._wide += 1
-            width = -(-slots // self._wide)
         try:
-            yield width
+            yield share
         finally:
             with self._wide_lock:
                 self._wide -= 1
+
+    def _slots(self) -> int:
+        """Requests allowed at once now: `concurrency`, or the adaptive limit when lower."""
+        if self.current_limit is None:
+            return self.concurrency
+        return min(self.concurrency, self.current_limit())
 
     def _read_slices(
         self,
@@ -434,13 +445,16 @@ class RunsClient:
         end: datetime,
         dates: list[datetime],
         size: int,
-        width: int,
+        share: Callable[[], int],
         stop: threading.Event | None,
         tally: SliceTally | None,
     ) -> Iterator[Page]:
         start = slices.plain(start) if start is not None else None
         end = slices.plain(end)
-        with ThreadPoolExecutor(width, thread_name_prefix="stackai-slice") as pool:
+        width = share()
+        # The pool and the plan are sized for all the slots, not today's share: the share
+        # widens when other wide windows finish, and then needs slices left to read.
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="stackai-slice") as pool:
 
             def run(probe: Callable[[datetime], bool], points: list[datetime]) -> list[bool]:
                 return list(pool.map(probe, points))
@@ -459,7 +473,7 @@ class RunsClient:
                 if tally is not None:
                     tally.probes += probes
             assert floor is not None
-            plan = slices.plan_slices(start, end, floor, dates, size, width)
+            plan = slices.plan_slices(start, end, floor, dates, size, self.concurrency)
             if tally is not None:
                 tally.slices += len(plan)
             log.info(
@@ -470,7 +484,7 @@ class RunsClient:
                 min(width, len(plan)),
             )
             try:
-                yield from slices.read_sliced(self, flow, plan, pool, width, stop)
+                yield from slices.read_sliced(self, flow, plan, pool, share, stop)
             except slices.SlicesStopped:
                 raise FlowInterrupted(
                     f"flow {flow}: interrupted before it finished; its cursor did not move"

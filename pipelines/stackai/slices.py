@@ -201,24 +201,32 @@ def read_sliced(
     flow: Any,
     slices: list[tuple[datetime | None, datetime]],
     pool: ThreadPoolExecutor,
-    workers: int,
+    workers: int | Callable[[], int],
     stop: threading.Event | None = None,
     buffer: int | None = None,
 ) -> Iterator[Any]:
     """Yield the pages of every slice as they arrive, reading up to `workers` slices at once.
 
+    `workers` may be a callable, asked again whenever a slice ends and whenever a page is
+    taken: a share of the request slots that narrows and widens while the window is read. A
+    worker over the share stops after its slice (one always goes on while slices are left);
+    under it, workers are added (`pool` should have room for the widest share).
+
     Pages of one slice come in page order; slices interleave. A slice's error is raised here
     once the pages before it were yielded, and the other slices stop before their next
     request; so does every slice when `stop` is set (then `SlicesStopped` is raised, so a
-    stopped read never looks complete). At most `buffer` pages (default: `workers`) wait to be
-    taken: decoded pages are the sync's largest objects, so a reader slower than the network
-    holds back the slices instead of holding their pages.
+    stopped read never looks complete). At most `buffer` pages (default: the first share) wait
+    to be taken: decoded pages are the sync's largest objects, so a reader slower than the
+    network holds back the slices instead of holding their pages.
     """
-    pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=buffer or workers)
+    share = workers if callable(workers) else (lambda: workers)
+    pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=buffer or max(1, share()))
     cancel = threading.Event()
     todo: queue.SimpleQueue[tuple[datetime | None, datetime]] = queue.SimpleQueue()
     for piece in slices:
         todo.put(piece)
+    lock = threading.Lock()
+    reading = 0  # workers started and not stopped
 
     def put(item: tuple[str, Any]) -> bool:
         while not cancel.is_set():
@@ -229,12 +237,25 @@ def read_sliced(
                 continue
         return False
 
+    def over_share() -> bool:
+        nonlocal reading
+        with lock:
+            if reading > max(1, share()):
+                reading -= 1
+                return True
+            return False
+
     def worker() -> None:
+        nonlocal reading
         try:
             while not cancel.is_set():
+                if over_share():
+                    return
                 try:
                     lo, hi = todo.get_nowait()
                 except queue.Empty:
+                    with lock:
+                        reading -= 1
                     return
                 pages = client.iter_pages(flow, lo, hi)
                 while True:
@@ -251,12 +272,21 @@ def read_sliced(
         finally:
             put(("done", None))
 
-    running = min(workers, len(slices))
-    for _ in range(running):
-        pool.submit(worker)
+    started = 0
+
+    def top_up() -> None:
+        nonlocal reading, started
+        with lock:
+            wanted = min(max(1, share()), len(slices))
+            while reading < wanted and not todo.empty():
+                reading += 1
+                started += 1
+                pool.submit(worker)
+
+    top_up()
     finished = 0
     try:
-        while finished < running:
+        while finished < started:
             kind, value = pages.get()
             if kind == "page":
                 yield value
@@ -266,5 +296,6 @@ def read_sliced(
                 raise value
             elif kind == "stopped":
                 raise SlicesStopped("stopped before every time slice was read")
+            top_up()
     finally:
         cancel.set()
