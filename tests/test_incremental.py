@@ -454,7 +454,8 @@ def test_flows_with_cursors_days_apart_each_read_from_their_own(settings, world)
     for flow in settings.flows:
         assert stored_state(settings, flow).cursor == newest(world, flow)
     assert newest(world, fresh) - newest(world, stale) > timedelta(days=2)
-    assert_matches(loaded_runs(settings), expected_runs(world))
+    # the 3 days also completed open runs that are now past max_open_run_age: last seen, by design
+    assert_matches(loaded_runs(settings), expected_runs(world), horizon(world, settings))
 
 
 @pytest.mark.parametrize("initial_start_age", [None, timedelta(days=9)], ids=["history", "9d"])
