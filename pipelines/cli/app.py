@@ -275,6 +275,26 @@ def simulate(
             " open runs finish, feedback is added); 0 = a frozen clock.",
         ),
     ] = 0.0,
+    concurrency_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency-limit",
+            min=1,
+            metavar="N",
+            help="Serve N flow-run requests at once and answer 429 to any arriving above them,"
+            " as a rate-limited API does (watch a sync's adaptive concurrency back off)."
+            " Default: no limit.",
+        ),
+    ] = None,
+    retry_after: Annotated[
+        float | None,
+        typer.Option(
+            "--retry-after",
+            min=0.0,
+            metavar="SECONDS",
+            help="With --concurrency-limit: the Retry-After header of its 429s. Default: none.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the StackAI analytics API simulator in the foreground (Ctrl-C stops it)."""
     import socket
@@ -287,14 +307,23 @@ def simulate(
     if fault_rate is None:
         fault_rate = 1.0 if fault else 0.0  # asking for a fault means wanting to see it
     chaos = {"fault_rate": fault_rate} | ({"fault_kinds": tuple(fault)} if fault else {})
+    if retry_after is not None and concurrency_limit is None:
+        raise _fail_usage("--retry-after needs --concurrency-limit (only its 429s carry it)")
+    limit = {"concurrency_limit": concurrency_limit, "rate_limit_retry_after": retry_after}
     try:
-        world = World(seed=seed, **chaos)
+        world = World(seed=seed, **chaos, **limit)
     except ValueError as exc:
         raise _fail_usage(str(exc)) from None
     if fault_rate > 0 or fault:
         console.stdout.print(
             f"Faults: {fault_rate * 100:g}% of flow-run requests get one of"
             f" {', '.join(world.fault_kinds)} (seed {seed})",
+            highlight=False,
+        )
+    if concurrency_limit is not None:
+        after = "" if retry_after is None else f", Retry-After: {retry_after:g} s"
+        console.stdout.print(
+            f"Rate limit: {concurrency_limit} flow-run requests at once, 429 above{after}",
             highlight=False,
         )
     try:

@@ -408,3 +408,45 @@ def test_simulate_command_serves_the_configured_faults():
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=10)
     assert process.returncode == 0, stderr
+
+
+def test_simulate_command_serves_a_rate_limited_api():
+    """`--concurrency-limit 1 --retry-after 2`: of two requests in flight at once (each held
+    3 s by the slow fault), one is served and the other answered 429 with that Retry-After."""
+    options = ["--port", "0", "--seed", "2", "--fault", "slow:3", "--concurrency-limit", "1"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "simulate", *options, "--retry-after", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [process.stdout.readline() for _ in range(4)]
+        assert lines[1] == "Rate limit: 1 flow-run requests at once, 429 above, Retry-After: 2 s\n"
+        url = lines[2].split(" on ")[1].strip()
+        api_key = lines[3].split(": ")[1].strip()
+        path = url + flows_path(World(seed=2, runs_per_flow=1))
+        headers = {"Authorization": f"Bearer {api_key}"}
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(
+                pool.map(lambda _: requests.get(path, headers=headers, timeout=10), range(2))
+            )
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [200, 429], statuses
+        refused = next(answer for answer in answers if answer.status_code == 429)
+        assert refused.headers["Retry-After"] == "2"
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+
+
+def test_simulate_command_refuses_retry_after_without_a_limit():
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "simulate", "--retry-after", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--retry-after needs --concurrency-limit" in result.stderr
