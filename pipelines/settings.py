@@ -20,7 +20,10 @@ import dlt
 import duckdb
 from dlt.common.configuration import configspec, resolve_configuration
 from dlt.common.configuration.container import Container
-from dlt.common.configuration.exceptions import ConfigurationException
+from dlt.common.configuration.exceptions import (
+    ConfigurationException,
+    ConfigValueCannotBeCoercedException,
+)
 from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 
 from pipelines.load.destination import DestinationChoice, choose
@@ -237,6 +240,8 @@ def load_settings(
                 " SOURCES__STACKAI__MODEL_PRICES holds a JSON object such as"
                 ' {"OpenAI/gpt-4o": {"input_per_mtok": 2.5, "output_per_mtok": 10}}'
             ) from None
+        if isinstance(exc, ConfigValueCannotBeCoercedException):
+            raise ConfigError(wrong_type(exc.field_name, exc.field_value, exc.hint)) from None
         raise ConfigError(f"configuration: {str(exc).splitlines()[0]}") from None
     if config.sql_dir and not Path(config.sql_dir).expanduser().is_dir():
         raise ConfigError(
@@ -284,3 +289,26 @@ def load_settings(
     if settings.since and settings.until and settings.since > settings.until:
         raise ConfigError(f"--since ({since}) is after --until ({until})")
     return settings
+
+
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def wrong_type(name: str, value: Any, hint: Any) -> str:
+    """The error for a `[sources.stackai]` value dlt could not coerce to its key's type.
+
+    Args:
+        name: The key (`time_slices`).
+        value: What was set (shown unless the key holds a secret).
+        hint: The key's type (`bool`, `int`, ...).
+
+    Returns:
+        One line naming the key, where it is read from, and what it takes.
+    """
+    wanted = _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+    secret = any(word in name for word in ("key", "password", "credentials", "secret"))
+    shown = "a value" if secret else repr(value)
+    return (
+        f"sources.stackai.{name}: {shown} is not {wanted} (set in [sources.stackai] of"
+        f" .dlt/config.toml, read from {settings_dir()}, or SOURCES__STACKAI__{name.upper()})"
+    )

@@ -82,3 +82,21 @@ def test_the_demo_names_a_broken_config_file(tmp_path):
     result = run_in(tmp_path, "demo")
     assert result.returncode == 2
     assert result.stderr.startswith("error: cannot read ./.dlt/config.toml: ")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('time_slices = "maybe"', "sources.stackai.time_slices: 'maybe' is not true or false"),
+        ('page_size = "lots"', "sources.stackai.page_size: 'lots' is not a whole number"),
+        ('connect_timeout = "soon"', "sources.stackai.connect_timeout: 'soon' is not a number"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_its_key_and_what_it_takes(tmp_path, line, expected):
+    (tmp_path / ".dlt").mkdir()
+    (tmp_path / ".dlt" / "config.toml").write_text(f"[sources.stackai]\n{line}\n", encoding="utf-8")
+    result = run_in(tmp_path, "sync", "--flow", "o/f")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {expected} (set in [sources.stackai]"), result.stderr
+    assert "SOURCES__STACKAI__" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("*.duckdb"))
