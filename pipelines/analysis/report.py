@@ -354,7 +354,8 @@ select
 from runs_in_window
 {where}
 group by org_id, user_id
-order by cost_usd desc, tokens desc, org_id, user_id
+-- cost to the nano-dollar: sums in another order (another destination) keep the ranking
+order by cast(coalesce(sum(cost_usd), 0) as decimal(38, 9)) desc, tokens desc, org_id, user_id
 limit {limit}
 """
 
